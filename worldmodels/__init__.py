@@ -1,0 +1,8 @@
+"""worldmodels: World Models (Ha & Schmidhuber, 2018) in PyTorch.
+
+V (a convolutional VAE) compresses frames to z, M (an MDN-RNN built on the ``mdn``
+package) predicts the next z, and C (a linear controller evolved with CMA-ES) acts on
+[z, h]. The pipeline stages live in this package; see DESIGN in the repository.
+"""
+
+__version__ = "0.1.0"
