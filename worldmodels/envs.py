@@ -1,0 +1,216 @@
+"""The real games of World Models (Ha & Schmidhuber, 2018, Sec. 3-4), as the paper had them.
+
+Every game is a gymnasium env whose observation is a 64x64x3 uint8 frame (cropped and
+resized with OpenCV's INTER_AREA as the original) and whose action is a float32 vector
+in the controller's range. ``GAMES`` is the registry: a third game is one entry.
+
+- ``doom_takecover``: ViZDoom's TakeCover, skill 4 by default (its per-step random policy
+  scores 222 +- 96 here, the paper's random row 210 +- 108), no frame skip, +1 reward per
+  step survived, capped at 2100 steps. The action is a scalar in [-1, 1]: below -1/3
+  moves left, above +1/3 moves right, else no-op.
+- ``carracing``: gymnasium's CarRacing-v3, continuous (steer, gas, brake), top 84 rows of
+  the 96x96 frame, 1000 steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import gymnasium as gym
+import numpy as np
+
+FRAME_SIZE = 64
+FRAME_SHAPE = (FRAME_SIZE, FRAME_SIZE, 3)
+
+cv2.setNumThreads(1)  # one env per worker process; OpenCV's own threads only contend
+
+
+def to_frame(screen: np.ndarray, keep_rows: float) -> np.ndarray:
+    """Crop the top ``keep_rows`` fraction of a HxWx3 screen, resize to 64x64x3 uint8."""
+    rows = round(screen.shape[0] * keep_rows)
+    return cv2.resize(screen[:rows], (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_AREA)
+
+
+class DoomTakeCover(gym.Wrapper):
+    """VizdoomTakeCover-v1 with 64x64 frames and the controller's scalar action.
+
+    Args:
+        skill: ViZDoom's doom_skill (1-5). 4 matches the paper's random-policy score.
+        max_steps: Episode cap (the original's 2100); reaching it truncates.
+    """
+
+    keep_rows = 400 / 480  # the original cropped rows 0-400 of its 480-row screen
+
+    def __init__(self, skill: int = 4, max_steps: int = 2100) -> None:
+        _require("vizdoom", "vizdoom==1.3.2", "doom_takecover")
+        from vizdoom import gymnasium_wrapper  # noqa: F401  (registers the Vizdoom envs)
+
+        env = gym.make("VizdoomTakeCover-v1", doom_skill=skill, max_episode_steps=max_steps)
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.noop, self.right, self.left = _doom_action_indices(env.unwrapped)
+
+    def discrete_action(self, action: np.ndarray) -> int:
+        """The wrapped env's discrete action for a scalar in [-1, 1]."""
+        a = float(np.asarray(action).reshape(-1)[0])
+        if a < -1 / 3:
+            return self.left
+        if a > 1 / 3:
+            return self.right
+        return self.noop
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return to_frame(obs["screen"], self.keep_rows), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(self.discrete_action(action))
+        return to_frame(obs["screen"], self.keep_rows), float(reward), terminated, truncated, info
+
+
+def _doom_action_indices(vizdoom_env) -> tuple[int, int, int]:
+    """Indices of (no-op, right, left) in the wrapper's Discrete space, read off its buttons.
+
+    Checked rather than assumed: vizdoom 1.3 orders them 0 no-op, 1 right, 2 left, but
+    that is a detail of its button map, not an API.
+    """
+    import vizdoom as vzd
+
+    buttons = list(vizdoom_env.game.get_available_buttons())
+    wanted = {
+        "noop": {},
+        "right": {vzd.Button.MOVE_RIGHT: 1},
+        "left": {vzd.Button.MOVE_LEFT: 1},
+    }
+    found = {}
+    for index, pressed in enumerate(vizdoom_env.button_map):
+        state = {b: int(p) for b, p in zip(buttons, pressed, strict=True) if p}
+        for name, target in wanted.items():
+            if state == target:
+                found[name] = index
+    if len(found) != 3:
+        raise RuntimeError(f"VizdoomTakeCover-v1 buttons {buttons} lack one of no-op/left/right")
+    return found["noop"], found["right"], found["left"]
+
+
+class CarRacing(gym.Wrapper):
+    """CarRacing-v3 (continuous) with 64x64 frames from the top 84 of its 96 rows."""
+
+    keep_rows = 84 / 96  # the bottom 12 rows are the dashboard
+
+    def __init__(self, max_steps: int = 1000) -> None:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless: never open a window
+        _require("Box2D", "box2d==2.3.10", "carracing")
+        env = gym.make("CarRacing-v3", continuous=True, max_episode_steps=max_steps)
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return to_frame(obs, self.keep_rows), info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float32)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return to_frame(obs, self.keep_rows), float(reward), terminated, truncated, info
+
+
+def _require(module: str, package: str, game: str) -> None:
+    try:
+        __import__(module)
+    except ImportError as e:
+        raise ImportError(
+            f"game {game!r} needs the {package} package: pip install {package}"
+        ) from e
+
+
+# --- random data policies (Sec. 3.1 / 4.1: episodes of a random policy) --------------------
+
+
+class HeldUniformPolicy:
+    """Doom's data policy: a uniform action in [-1, 1], held for 1-10 steps (blind)."""
+
+    def __init__(self, rng: np.random.Generator, action_dim: int = 1, max_hold: int = 10):
+        self.rng, self.action_dim, self.max_hold = rng, action_dim, max_hold
+        self.left = 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.left == 0:
+            self.action = self.rng.uniform(-1, 1, self.action_dim).astype(np.float32)
+            self.left = int(self.rng.integers(1, self.max_hold + 1))
+        self.left -= 1
+        return self.action
+
+
+class DrivingPolicy:
+    """CarRacing's data policy: drives along the road and off it, at random.
+
+    The paper used randomly initialised agents. A blind random policy leaves the road
+    within seconds and never finds it again (about 5% of its frames show the car on the
+    road, measured here); this one keeps coming back, so the frames cover the road,
+    curves, the verge and grass (about 30% on the road). In segments of 10-60 steps it
+    either follows the road (steers towards the grey pixels ahead of the car, plus noise)
+    or explores (steering is a mean-reverting random walk), with a random gas level and
+    an occasional brake.
+    """
+
+    def __init__(self, rng: np.random.Generator, explore: float = 0.2, gain: float = 0.08):
+        self.rng, self.explore, self.gain = rng, explore, gain
+        self.noise, self.left = 0.0, 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.left == 0:
+            self.follow = self.rng.random() >= self.explore
+            self.left = int(self.rng.integers(10, 61))
+            self.gas = float(self.rng.uniform(0.1, 0.5))
+            self.brake = float(self.rng.uniform(0.0, 0.5)) if self.rng.random() < 0.1 else 0.0
+        self.left -= 1
+        self.noise += -0.15 * self.noise + 0.3 * self.rng.normal()
+        steer = self.noise
+        road_cols = _road_columns(frame)
+        if self.follow and road_cols.size:
+            steer = (road_cols.mean() - FRAME_SIZE / 2) * self.gain + 0.3 * self.noise
+        return np.array([np.clip(steer, -1, 1), self.gas, self.brake], dtype=np.float32)
+
+
+def _road_columns(frame: np.ndarray) -> np.ndarray:
+    """Columns of the grey road pixels in the band just ahead of the car (rows 28-45)."""
+    band = frame[28:46].astype(np.int16)
+    r, g = band[..., 0], band[..., 1]
+    return np.nonzero((np.abs(r - g) < 10) & (r > 85) & (r < 125))[1]
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Game:
+    """What the pipeline needs to know about a game."""
+
+    make: Callable[..., gym.Env]
+    action_dim: int
+    max_steps: int
+    random_policy: Callable[[np.random.Generator], Callable[[np.ndarray], np.ndarray]]
+    min_length: int = 0  # shorter random episodes are redrawn (the original's Doom kept > 100)
+
+
+GAMES: dict[str, Game] = {
+    "doom_takecover": Game(DoomTakeCover, 1, 2100, HeldUniformPolicy, min_length=100),
+    "carracing": Game(CarRacing, 3, 1000, DrivingPolicy),
+}
+
+
+def get_game(name: str) -> Game:
+    if name not in GAMES:
+        raise ValueError(f"unknown game {name!r}; known games: {', '.join(sorted(GAMES))}")
+    return GAMES[name]
+
+
+def make_env(name: str, **kwargs) -> gym.Env:
+    """Build a game by its registry name, e.g. ``make_env("doom_takecover", skill=5)``."""
+    game = get_game(name)
+    return game.make(**kwargs)
