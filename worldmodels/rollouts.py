@@ -73,6 +73,16 @@ def _check_episode(episode: dict[str, np.ndarray]) -> None:
         raise ValueError(f"per-step arrays differ in length or are empty: {lengths}")
 
 
+def episode_length(path: str | os.PathLike) -> int:
+    """Number of steps of an episode, reading only its small reward array (0 if unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return len(npz["reward"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        warnings.warn(f"skipping unreadable episode {path}: {e}", stacklevel=2)
+        return 0
+
+
 class EpisodeReader:
     """Iterate over the readable episodes of a directory, one at a time.
 
@@ -124,8 +134,12 @@ class FrameStream:
         return self.reader.skipped
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
+        return self.batches(self.epoch - 1)
+
+    def batches(self, epoch: int) -> Iterator[np.ndarray]:
+        """The batches of epoch ``epoch``: the same ones, in the same order, every call."""
+        rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.reader.paths))
         reader = EpisodeReader([self.reader.paths[i] for i in order])
         buffer = np.empty((self.buffer_frames, *FRAME_SHAPE), dtype=np.uint8)
