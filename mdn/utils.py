@@ -128,9 +128,12 @@ def sample_gaussian_mixture(
     check_params(params)
     tau = check_temperature(temperature)
     log_pi, mu, sigma = params
-    # Gumbel-max: argmax(logits + G) ~ Categorical(logits), with G = -log(E), E ~ Exp(1).
-    exp_noise = torch.empty_like(log_pi, dtype=torch.float32).exponential_(generator=generator)
-    components = (log_pi.float() / tau - exp_noise.log()).argmax(-1)  # (..., D) or (...)
+    # Inverse CDF: one uniform per mixture. u is scaled by the total so that rounding in
+    # the cumulative sum can never select a component of weight zero.
+    probs = torch.softmax(log_pi.float() / tau, dim=-1)
+    cdf = probs.cumsum(-1)  # (..., D, K) or (..., K)
+    u = torch.rand(cdf.shape[:-1], generator=generator, device=cdf.device) * cdf[..., -1]
+    components = (cdf <= u.unsqueeze(-1)).sum(-1)  # (..., D) or (...)
     k = components.unsqueeze(-1)
     if params.mixture == "shared":
         k = k.unsqueeze(-2).expand(*mu.shape[:-1], 1)

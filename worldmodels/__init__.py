@@ -6,3 +6,11 @@ package) predicts the next z, and C (a linear controller evolved with CMA-ES) ac
 """
 
 __version__ = "0.1.0"
+
+import gymnasium as _gymnasium
+
+_gymnasium.register(
+    id="worldmodels/Dream-v0",
+    entry_point="worldmodels.dream_env:DreamEnv",
+    vector_entry_point="worldmodels.dream_env:DreamVecEnv",
+)

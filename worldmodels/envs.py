@@ -196,10 +196,20 @@ class Game:
     max_steps: int
     random_policy: Callable[[np.random.Generator], Callable[[np.ndarray], np.ndarray]]
     min_length: int = 0  # shorter random episodes are redrawn (the original's Doom kept > 100)
+    survival: bool = False  # reward is +1 per step alive: the dream needs no reward head
+    restart_flag: bool = False  # M's input carries a flag at each episode's first step
 
 
 GAMES: dict[str, Game] = {
-    "doom_takecover": Game(DoomTakeCover, 1, 2100, HeldUniformPolicy, min_length=100),
+    "doom_takecover": Game(
+        DoomTakeCover,
+        1,
+        2100,
+        HeldUniformPolicy,
+        min_length=100,
+        survival=True,
+        restart_flag=True,
+    ),
     "carracing": Game(CarRacing, 3, 1000, DrivingPolicy),
 }
 

@@ -1,0 +1,221 @@
+"""M and the dream: shapes, masking, training, gymnasium contract, temperature, seeding."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import worldmodels  # noqa: F401  (registers worldmodels/Dream-v0)
+from worldmodels.dream import Dream
+from worldmodels.mdnrnn import MDNRNN
+from worldmodels.mdnrnn_stage import MDNRNNConfig, SequenceBatches, load_latents, train_mdnrnn
+from worldmodels.train import load_checkpoint, save_checkpoint
+from worldmodels.vae import ConvVAE
+
+Z = 4
+
+
+def synthetic_latents(run_dir, episodes=12, seed=0, z_size=Z):
+    """Episodes of a known system, z' = 0.8 z + 0.5 a + noise, that end when z[0] > 0.9."""
+    rng = np.random.default_rng(seed)
+    (run_dir / "rollouts").mkdir(parents=True)
+    (run_dir / "rollouts" / "meta.json").write_text(json.dumps({"game": "doom_takecover"}))
+    (run_dir / "latents").mkdir()
+    (run_dir / "latents" / "meta.json").write_text(json.dumps({"z_size": z_size}))
+    for i in range(episodes):
+        z, mu, action, ended = np.zeros(z_size), [], [], False
+        while len(mu) < 40 and not ended:
+            a = rng.uniform(-1, 1, 1)
+            mu.append(z)
+            action.append(a)
+            z = 0.8 * z + 0.5 * a + 0.05 * rng.normal(size=z_size)
+            ended = len(mu) > 3 and z[0] > 0.9
+        mu, length = np.array(mu, np.float32), len(mu)
+        np.savez(
+            run_dir / "latents" / f"{i:06d}.npz",
+            mu=mu, logvar=np.full((length, z_size), -6.0, np.float32),
+            action=np.array(action, np.float32), reward=np.ones(length, np.float32),
+            terminated=(np.arange(length) == length - 1) & ended,
+            truncated=(np.arange(length) == length - 1) & ~ended,
+        )  # fmt: skip
+
+
+def tiny_config(**overrides) -> MDNRNNConfig:
+    settings = dict(hidden_size=16, seq_len=10, batch_size=4, epochs=30, checkpoint_every=50,
+                    lr=1e-2, val_every=4, precision="float32", device="cpu",
+                    lr_decay=1.0)  # fmt: skip
+    return MDNRNNConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    synthetic_latents(run_dir)
+    results = train_mdnrnn(tiny_config(), run_dir)
+    vae = ConvVAE(Z)
+    save_checkpoint(run_dir / "vae" / "ckpt.pt", vae, None, None, {"done": True}, {})
+    return run_dir, results
+
+
+def test_paper_parameter_count():
+    model = MDNRNN()  # Doom: LSTM 512, z 64, 1 action, restart flag, done head
+    extra_bias = model.lstm.bias_hh_l0.numel()  # PyTorch keeps b_ih and b_hh; TF one bias
+    assert sum(p.numel() for p in model.parameters()) - extra_bias == 1_678_785
+    car = MDNRNN(32, 3, 256, restart_flag=False, predict_done=False)
+    assert sum(p.numel() for p in car.parameters()) - 4 * 256 == 422_368
+
+
+def test_forward_shapes():
+    model = MDNRNN(z_size=6, action_dim=3, hidden_size=8, predict_reward=True)
+    z, a, restart = torch.randn(2, 7, 6), torch.randn(2, 7, 3), torch.zeros(2, 7)
+    params, done, reward, (h, c) = model(z, a, restart)
+    assert params.mu.shape == params.sigma.shape == params.log_pi.shape == (2, 7, 6, 5)
+    assert done.shape == reward.shape == (2, 7)
+    assert h.shape == c.shape == (1, 2, 8)
+
+
+def _batch(episodes):
+    return next(SequenceBatches(episodes, seq_len=50, batch_size=10, seed=0).batches(0))
+
+
+def test_padding_changes_nothing(tmp_path):
+    synthetic_latents(tmp_path, episodes=5)
+    episodes, _ = load_latents(tmp_path)
+    batch = _batch(episodes)
+    assert not batch["mask"].all()  # episodes of different lengths: some padding
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=Z, action_dim=1, hidden_size=8, predict_reward=True)
+    garbage = {k: v.clone() for k, v in batch.items()}
+    pad = ~batch["mask"]
+    for key in ("z", "z_next", "action"):
+        garbage[key][pad] = 1e6
+    for key in ("done", "reward", "restart"):
+        garbage[key][pad] = 7.0
+    losses, grads = [], []
+    for b in (batch, garbage):
+        model.zero_grad()
+        loss, logs = model.loss(b)
+        loss.backward()
+        losses.append(logs)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert losses[0] == losses[1]
+    for g0, g1 in zip(*grads, strict=True):
+        torch.testing.assert_close(g0, g1, rtol=0, atol=0)
+
+
+def test_windows_cover_every_step_once(tmp_path):
+    synthetic_latents(tmp_path, episodes=6)
+    episodes, _ = load_latents(tmp_path)
+    batches = SequenceBatches(episodes, seq_len=7, batch_size=3, seed=1)
+    windows = batches.windows(np.random.default_rng(0))
+    for e, episode in enumerate(episodes):
+        steps = sorted(t for w_e, s, end in windows if w_e == e for t in range(s, end))
+        assert steps == list(range(len(episode["mu"])))
+    total = restarts = ends = 0
+    for batch in batches.batches(0):
+        total += int(batch["mask"].sum())
+        restarts += int(batch["restart"].sum())
+        ends += int((batch["mask"] & ~batch["z_mask"]).sum())  # last step: no next z
+        assert (batch["done"][~batch["mask"]] == 0).all()
+    assert total == sum(len(e["mu"]) for e in episodes)
+    assert restarts == ends == len(episodes)
+
+
+def test_training_learns_the_dynamics(trained_run):
+    run_dir, results = trained_run
+    assert results["z_nll_per_dim"] < results["baseline_z_nll_per_dim"] - 0.3
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [x["mdnrnn/train/loss"] for x in lines if "mdnrnn/train/loss" in x]
+    assert np.mean(train[-5:]) < np.mean(train[:5]) - 1.0
+    assert results["done_recall"] >= 0.5  # the ends are predictable from z: z[0] > 0.9
+
+
+@pytest.mark.filterwarnings("ignore:.*Box observation space m..imum value is")
+def test_dream_env_passes_gymnasium_checker(trained_run):
+    run_dir, _ = trained_run
+    env = gym.make("worldmodels/Dream-v0", run_dir=run_dir, temperature=1.15)
+    check_env(env.unwrapped, skip_render_check=False)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (Z + 2 * 16,)  # Doom: [z, c, h]
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+
+
+def test_vector_dream_steps_and_autoresets(trained_run):
+    run_dir, _ = trained_run
+    envs = gym.make_vec("worldmodels/Dream-v0", num_envs=8, run_dir=run_dir, max_steps=5)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (8, Z + 32)
+    ended_before = np.zeros(8, bool)
+    for _ in range(12):
+        obs, reward, terminated, truncated, _ = envs.step(envs.action_space.sample())
+        assert obs.shape == (8, Z + 32)
+        # A dream that ended last step restarts now: zero reward, fresh zero LSTM state.
+        assert (reward[ended_before] == 0).all()
+        assert (obs[ended_before, Z:] == 0).all()
+        assert (reward[~ended_before] == 1).all()
+        ended_before = terminated | truncated
+    assert envs.render().shape == (8, 64, 64, 3)
+
+
+def test_same_seed_same_dream_and_temperature_widens_spread(trained_run):
+    run_dir, _ = trained_run
+
+    def trajectories(seed, tau):
+        dream = Dream.from_run_dir(run_dir, temperature=tau, max_steps=6)
+        gen = torch.Generator().manual_seed(seed)
+        state = dream.reset(400, gen)
+        state = state._replace(z=state.z[:1].expand_as(state.z))  # same start for all
+        for _ in range(5):
+            state, *_ = dream.step(state, torch.zeros(400, 1), gen)
+        return state.z
+
+    a, b, c = trajectories(0, 1.0), trajectories(0, 1.0), trajectories(1, 1.0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    spread = {tau: trajectories(0, tau).std(0).mean().item() for tau in (0.1, 1.0, 1.6)}
+    assert spread[0.1] < spread[1.0] < spread[1.6]
+
+
+def test_rollout_drops_finished_dreams(trained_run):
+    run_dir, _ = trained_run
+    dream = Dream.from_run_dir(run_dir, max_steps=30)
+    seen = []
+
+    def policy(obs, index):
+        seen.append(len(index))
+        return torch.zeros(len(index), 1)
+
+    returns, lengths = dream.rollout(policy, 64, torch.Generator().manual_seed(0))
+    assert returns.shape == lengths.shape == (64,)
+    torch.testing.assert_close(returns, lengths.float())  # +1 per step survived
+    assert seen[0] == 64 and seen == sorted(seen, reverse=True)
+    assert len(seen) == lengths.max().item() and seen[-1] == (lengths == lengths.max()).sum()
+
+
+def test_bad_action_shape_names_both(trained_run):
+    run_dir, _ = trained_run
+    env = gym.make("worldmodels/Dream-v0", run_dir=run_dir)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"expects actions of shape \(1,\), got \(3,\)"):
+        env.step(np.zeros(3, np.float32))
+    dream = Dream.from_run_dir(run_dir)
+    with pytest.raises(ValueError, match=r"action must have shape \(2, 1\).*got \(2, 3\)"):
+        dream.step(dream.reset(2), torch.zeros(2, 3))
+
+
+def test_mismatched_checkpoint_and_latents_are_refused(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    with pytest.raises(ValueError, match=r"made with hidden_size=16, this run has hidden_size=32"):
+        train_mdnrnn(tiny_config(hidden_size=32), run_dir)
+    other = tmp_path / "other"
+    synthetic_latents(other, z_size=8)
+    (other / "mdnrnn").mkdir()
+    ckpt = load_checkpoint(run_dir / "mdnrnn" / "ckpt.pt", "MDNRNN")
+    torch.save(ckpt, other / "mdnrnn" / "ckpt.pt")
+    with pytest.raises(ValueError, match=r"z_size=8 but the MDN-RNN .* has z_size=4"):
+        Dream.from_run_dir(other)

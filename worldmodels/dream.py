@@ -1,0 +1,177 @@
+"""The dream: M as an environment (Ha & Schmidhuber, 2018, Sec. 4.4, "Training inside of
+the dream"), stepping any number of dreams as one batched tensor computation.
+
+``Dream`` is the core: reset draws z_0 from the first frames of stored episodes (z
+sampled from their mu / log-variance, LSTM state zero); a step feeds [z_t, a_t] to the
+LSTM and draws z_{t+1} from the mixture at temperature tau (logits / tau, noise *
+sqrt(tau)); the episode ends when the done logit is > 0 (or, with ``done="sample"``,
+with the predicted probability) or at the game's step cap; the reward is +1 per step
+for survival games (Doom) and the predicted reward otherwise. The controller sees
+[z_t, h_t] or, for Doom as the paper, [z_t, c_t, h_t], the LSTM state before step t.
+
+``Dream.rollout`` plays N episodes to their ends for CMA-ES, dropping finished dreams
+from the batch so that a population that mostly dies early costs what it lives.
+``DreamEnv`` (gymnasium.Env) and ``DreamVecEnv`` (gymnasium.vector.VectorEnv) wrap it for
+people and RL libraries; both are registered as ``worldmodels/Dream-v0``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from mdn import sample_gaussian_mixture
+from worldmodels.envs import get_game
+from worldmodels.mdnrnn import MDNRNN
+from worldmodels.mdnrnn_stage import load_latents, load_mdnrnn
+from worldmodels.runtime import autocast
+
+DONE_MODES = ("logit", "sample")
+
+
+class DreamState(NamedTuple):
+    """The state of n dreams: z ``[n, Z]``, LSTM h and c ``[n, H]``, step count t ``[n]``."""
+
+    z: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+    t: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> DreamState:
+        return DreamState(*(x[index] for x in self))
+
+
+class Dream:
+    """n dreams of one world model, stepped together.
+
+    Args:
+        mdnrnn: The trained M.
+        initial_mu, initial_logvar: ``[E, Z]``, the first frame of each stored episode.
+        temperature: tau (the paper's best for Doom: 1.15).
+        done: ``"logit"`` (ends when the logit > 0, as the paper) or ``"sample"``.
+        max_steps: Step cap (truncation).
+        survival: Reward +1 per step alive instead of the predicted reward.
+        obs_c: Include the LSTM cell c in the observation ([z, c, h], Doom in the paper).
+        precision: ``"float32"`` or ``"bfloat16"`` (autocast for M's matmuls; sampling
+            stays float32). bf16 steps about 1.8x faster on a CPU with bf16 units
+            (benchmarks/dream.py) with the same dream statistics.
+    """
+
+    def __init__(
+        self,
+        mdnrnn: MDNRNN,
+        initial_mu: torch.Tensor,
+        initial_logvar: torch.Tensor,
+        temperature: float = 1.15,
+        done: str = "logit",
+        max_steps: int = 2100,
+        survival: bool = True,
+        obs_c: bool = True,
+        precision: str = "float32",
+    ) -> None:
+        if done not in DONE_MODES:
+            raise ValueError(f"done must be one of {DONE_MODES}, got {done!r}")
+        if not survival and mdnrnn.reward is None:
+            raise ValueError("this game's reward must be predicted, but M has no reward head")
+        if mdnrnn.done is None:
+            raise ValueError("M has no done head, so a dream would never end before the cap")
+        self.mdnrnn, self.temperature, self.done_mode = mdnrnn.eval(), temperature, done
+        self.max_steps, self.survival, self.obs_c = max_steps, survival, obs_c
+        self.precision = precision
+        self.device = next(mdnrnn.parameters()).device
+        self.initial_mu = initial_mu.to(self.device)
+        self.initial_sigma = (0.5 * initial_logvar).exp().to(self.device)
+        self.z_size, self.hidden_size = mdnrnn.z_size, mdnrnn.hidden_size
+        self.action_dim = mdnrnn.action_dim
+        self.obs_size = self.z_size + self.hidden_size * (2 if obs_c else 1)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu", **kwargs) -> Dream:
+        """The dream of a run directory: its M, its latents' first frames, its game's rules."""
+        run_dir = Path(run_dir)
+        game_name = json.loads((run_dir / "rollouts" / "meta.json").read_text())["game"]
+        game = get_game(game_name)
+        mdnrnn = load_mdnrnn(run_dir, torch.device(device))
+        episodes, z_size = load_latents(run_dir)
+        if z_size != mdnrnn.z_size:
+            raise ValueError(
+                f"{run_dir / 'latents'} has z_size={z_size} but the MDN-RNN "
+                f"{run_dir / 'mdnrnn' / 'ckpt.pt'} has z_size={mdnrnn.z_size}"
+            )
+        mu = torch.from_numpy(np.stack([e["mu"][0] for e in episodes]))
+        logvar = torch.from_numpy(np.stack([e["logvar"][0] for e in episodes]))
+        defaults = dict(max_steps=game.max_steps, survival=game.survival, obs_c=game.survival)
+        return cls(mdnrnn, mu, logvar, **{**defaults, **kwargs})
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> DreamState:
+        pick = torch.randint(len(self.initial_mu), (n,), generator=generator, device=self.device)
+        noise = torch.randn(n, self.z_size, generator=generator, device=self.device)
+        z = self.initial_mu[pick] + self.initial_sigma[pick] * noise
+        zeros = torch.zeros(n, self.hidden_size, device=self.device)
+        t = torch.zeros(n, dtype=torch.long, device=self.device)
+        return DreamState(z, zeros, zeros.clone(), t)
+
+    def observe(self, state: DreamState) -> torch.Tensor:
+        """The controller's input, ``[n, obs_size]``: [z, c, h] or [z, h]."""
+        parts = (state.z, state.c, state.h) if self.obs_c else (state.z, state.h)
+        return torch.cat(parts, -1)
+
+    @torch.no_grad()
+    def step(self, state: DreamState, action: torch.Tensor, generator=None):
+        """Advance every dream one step; returns (state, reward, terminated, truncated)."""
+        n = len(state.z)
+        if action.shape != (n, self.action_dim):
+            raise ValueError(
+                f"action must have shape {(n, self.action_dim)} (dreams, action_dim), "
+                f"got {tuple(action.shape)}"
+            )
+        m = self.mdnrnn
+        x = m.inputs(state.z, action.to(state.z.dtype), state.t == 0)  # (n, I)
+        with autocast(self.device, self.precision):
+            _, (h, c) = m.lstm(x.unsqueeze(1), (state.h.unsqueeze(0), state.c.unsqueeze(0)))
+            params, done_logit, reward = m.heads(h.squeeze(0))
+        h, c = h.squeeze(0).float(), c.squeeze(0).float()  # (n, H)
+        done_logit = done_logit.float()
+        z = sample_gaussian_mixture(params, self.temperature, generator)
+        if self.done_mode == "logit":
+            terminated = done_logit > 0
+        else:
+            u = torch.rand(n, generator=generator, device=self.device)
+            terminated = u < torch.sigmoid(done_logit)
+        reward = torch.ones(n, device=self.device) if self.survival else reward.float()
+        t = state.t + 1
+        truncated = (t >= self.max_steps) & ~terminated
+        return DreamState(z, h, c, t), reward, terminated, truncated
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        n: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Play n dreams to their ends; return (returns, lengths), each ``[n]``.
+
+        ``policy(obs, index)`` gets the observations ``[m, obs_size]`` of the m dreams still
+        running and their indices in 0..n-1 (so dream i can be played by controller i), and
+        returns actions ``[m, action_dim]``. Finished dreams leave the batch.
+        """
+        state = self.reset(n, generator)
+        alive = torch.arange(n, device=self.device)
+        returns = torch.zeros(n, device=self.device)
+        lengths = torch.zeros(n, dtype=torch.long, device=self.device)
+        while len(alive):
+            action = policy(self.observe(state), alive)
+            state, reward, terminated, truncated = self.step(state, action, generator)
+            returns[alive] += reward
+            lengths[alive] += 1
+            running = ~(terminated | truncated)
+            if not running.all():
+                state, alive = state.select(running), alive[running]
+        return returns, lengths

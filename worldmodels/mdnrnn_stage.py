@@ -1,0 +1,264 @@
+"""Stage ``mdnrnn``: train M on the encoded episodes (paper Sec. 2.2, Appendix A.2).
+
+Input: latents/<i>.npz (stage encode). Output: mdnrnn/ckpt.pt and mdnrnn/results.json
+(validation NLL per dimension against the z_{t+1} = z_t baseline, done precision and
+recall), metrics.jsonl lines mdnrnn/train/* and mdnrnn/val/*.
+
+Every epoch cuts each episode into windows of ``seq_len`` steps at a new random offset,
+so every transition is seen once per epoch; windows are shuffled, batched and padded to
+the longest in the batch, and the padding is masked out of every loss term. z is drawn
+afresh from the stored mu / log-variance for every batch, as the original.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldmodels.envs import get_game
+from worldmodels.files import write_json
+from worldmodels.mdnrnn import MDNRNN
+from worldmodels.metrics import MetricsLog
+from worldmodels.runtime import (
+    autocast,
+    choose_precision,
+    configure_cpu,
+    pick_device,
+    seed_everything,
+)
+from worldmodels.train import fit, load_checkpoint
+
+LATENT_KEYS = ("mu", "logvar", "action", "reward", "terminated")
+
+
+@dataclass
+class MDNRNNConfig:
+    """Settings of M and its training (defaults: the paper's Doom setup)."""
+
+    hidden_size: int = 512
+    """LSTM units: 512 for Doom, 256 for CarRacing in the paper."""
+    n_components: int = 5
+    done_pos_weight: float = 10.0
+    seq_len: int = 500
+    batch_size: int = 100
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    lr_decay: float = 0.99999
+    """lr(step) = min_lr + (lr - min_lr) * lr_decay**step, as the original (1.0: constant)."""
+    grad_clip: float = 1.0
+    """Every gradient element clipped to [-grad_clip, grad_clip], as the original."""
+    epochs: int = 20
+    max_steps: int | None = None
+    val_every: int = 20
+    """Hold out every val_every-th episode (by index), the same ones as the VAE."""
+    checkpoint_every: int = 200
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+
+
+def load_latents(run_dir: Path) -> tuple[list[dict], int]:
+    """(train, val, z_size): every encoded episode in memory (about 0.5 KB per step)."""
+    latents = run_dir / "latents"
+    meta_path = latents / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no latents in {latents}; run the encode stage first")
+    z_size = json.loads(meta_path.read_text())["z_size"]
+    episodes = []
+    for path in sorted(latents.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as npz:
+            episode = {key: npz[key] for key in LATENT_KEYS}
+        if episode["mu"].shape[1] != z_size:
+            raise ValueError(f"{path} has z_size {episode['mu'].shape[1]}, meta.json {z_size}")
+        episode["index"] = int(path.stem)
+        episodes.append(episode)
+    if not episodes:
+        raise FileNotFoundError(f"no encoded episodes in {latents}")
+    return episodes, z_size
+
+
+def split(episodes: list[dict], val_every: int) -> tuple[list[dict], list[dict]]:
+    val = [e for e in episodes if e["index"] % val_every == 0]
+    return [e for e in episodes if e["index"] % val_every != 0], val
+
+
+class SequenceBatches:
+    """Padded, masked batches of windows of encoded episodes (see the module docstring)."""
+
+    def __init__(self, episodes: list[dict], seq_len: int, batch_size: int, seed: int):
+        self.episodes, self.seq_len, self.batch_size, self.seed = (
+            episodes,
+            seq_len,
+            batch_size,
+            seed,
+        )
+
+    def windows(self, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+        """(episode, start, end) covering every step of every episode once."""
+        out = []
+        for e, episode in enumerate(self.episodes):
+            length = len(episode["mu"])
+            offset = int(rng.integers(0, self.seq_len)) if length > self.seq_len else 0
+            bounds = [0, *range(offset or self.seq_len, length, self.seq_len), length]
+            out += [(e, s, t) for s, t in zip(bounds[:-1], bounds[1:], strict=True) if t > s]
+        return out
+
+    def batches(self, epoch: int):
+        rng = np.random.default_rng([self.seed, epoch])
+        windows = self.windows(rng)
+        order = rng.permutation(len(windows))
+        for start in range(0, len(order), self.batch_size):
+            chosen = [windows[i] for i in order[start : start + self.batch_size]]
+            yield self.collate(chosen, rng)
+
+    def collate(self, windows, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        n, width = len(windows), max(t - s for _, s, t in windows)
+        z_size = self.episodes[0]["mu"].shape[1]
+        action_dim = self.episodes[0]["action"].shape[1]
+        out = {
+            "z": np.zeros((n, width, z_size), np.float32),
+            "z_next": np.zeros((n, width, z_size), np.float32),
+            "action": np.zeros((n, width, action_dim), np.float32),
+            "restart": np.zeros((n, width), np.float32),
+            "done": np.zeros((n, width), np.float32),
+            "reward": np.zeros((n, width), np.float32),
+            "mask": np.zeros((n, width), bool),
+            "z_mask": np.zeros((n, width), bool),
+        }
+        for row, (e, s, t) in enumerate(windows):
+            episode, k = self.episodes[e], t - s
+            stop = min(t + 1, len(episode["mu"]))  # one more step for the last target
+            mu, logvar = episode["mu"][s:stop], episode["logvar"][s:stop]
+            z = mu + np.exp(0.5 * logvar) * rng.standard_normal(mu.shape, dtype=np.float32)
+            out["z"][row, :k] = z[:k]
+            out["z_next"][row, : len(z) - 1] = z[1:]
+            out["z_mask"][row, : len(z) - 1] = True
+            out["mask"][row, :k] = True
+            out["action"][row, :k] = episode["action"][s:t]
+            out["done"][row, :k] = episode["terminated"][s:t]
+            out["reward"][row, :k] = episode["reward"][s:t]
+            out["restart"][row, 0] = float(s == 0)
+        return {key: torch.from_numpy(value) for key, value in out.items()}
+
+
+def build_mdnrnn(config: MDNRNNConfig, game_name: str, z_size: int) -> MDNRNN:
+    game = get_game(game_name)
+    return MDNRNN(
+        z_size=z_size, action_dim=game.action_dim, hidden_size=config.hidden_size,
+        n_components=config.n_components, restart_flag=game.restart_flag,
+        predict_done=True, predict_reward=not game.survival,
+        done_pos_weight=config.done_pos_weight,
+    )  # fmt: skip
+
+
+def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
+    """Train (or resume) M; write mdnrnn/results.json; return it."""
+    run_dir = Path(run_dir)
+    episodes, z_size = load_latents(run_dir)
+    game_name = json.loads((run_dir / "rollouts" / "meta.json").read_text())["game"]
+    train, val = split(episodes, config.val_every)
+    if not train or not val:
+        raise ValueError(
+            f"{run_dir / 'latents'}: {len(train)} training and {len(val)} held-out episodes; "
+            f"need at least one of each (val_every={config.val_every})"
+        )
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    configure_cpu()
+    model = build_mdnrnn(config, game_name, z_size).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config, step))
+    batches = SequenceBatches(train, config.seq_len, config.batch_size, config.seed)
+    val_batches = list(SequenceBatches(val, config.seq_len, config.batch_size, 0).batches(0))
+    probe = {k: v.to(device) for k, v in val_batches[0].items()}
+    precision = choose_precision(config.precision, device, lambda: model.loss(probe)[0].backward())
+    print(f"mdnrnn: {len(train)} training / {len(val)} held-out episodes, {device}, {precision}")
+    progress = fit(
+        model,
+        optimizer,
+        batches.batches,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        ckpt_path=run_dir / "mdnrnn" / "ckpt.pt",
+        log=MetricsLog(run_dir / "metrics.jsonl", "mdnrnn"),
+        config={**asdict(config), "game": game_name},
+        device=device,
+        precision=precision,
+        checkpoint_every=config.checkpoint_every,
+        scheduler=scheduler,
+        grad_clip=config.grad_clip,
+        validate=lambda: validate_mdnrnn(model, val_batches, device, precision),
+        desc="mdnrnn",
+    )
+    results = dict(progress["val"], steps=progress["step"])
+    results["baseline_z_nll_per_dim"] = baseline_nll(batches.batches(0), val_batches)
+    write_json(run_dir / "mdnrnn" / "results.json", results)
+    print(
+        f"mdnrnn: held-out NLL per dim {results['z_nll_per_dim']:.3f} nats, "
+        f"z_(t+1) = z_t baseline {results['baseline_z_nll_per_dim']:.3f}; done precision "
+        f"{results['done_precision']:.2f}, recall {results['done_recall']:.2f}"
+    )
+    return results
+
+
+def _lr_factor(config: MDNRNNConfig, step: int) -> float:
+    """lr(step) / lr, for lr(step) = min_lr + (lr - min_lr) * lr_decay**step."""
+    return (config.min_lr + (config.lr - config.min_lr) * config.lr_decay**step) / config.lr
+
+
+@torch.no_grad()
+def validate_mdnrnn(model: MDNRNN, batches: list[dict], device, precision: str) -> dict:
+    """Mean loss terms over the held-out windows, and the done head's precision/recall."""
+    model.eval()
+    sums, steps, tp, fp, fn = {}, 0, 0, 0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            _, logs = model.loss(batch)
+            _, done_logit, _, _ = model(batch["z"], batch["action"], batch["restart"])
+        weight = int(batch["mask"].sum())
+        for key, value in logs.items():
+            sums[key] = sums.get(key, 0.0) + value * weight
+        steps += weight
+        if done_logit is not None:
+            predicted, actual = (done_logit.float() > 0) & batch["mask"], batch["done"] > 0
+            tp += int((predicted & actual).sum())
+            fp += int((predicted & ~actual).sum())
+            fn += int((~predicted & actual & batch["mask"]).sum())
+    logs = {key: value / steps for key, value in sums.items()}
+    if model.done is not None:
+        logs["done_precision"] = tp / max(tp + fp, 1)
+        logs["done_recall"] = tp / max(tp + fn, 1)
+    return logs
+
+
+def baseline_nll(train_batches, val_batches: list[dict], fit_batches: int = 20) -> float:
+    """NLL per dim of held-out z_{t+1} under z_t + N(mean, var), fitted on training data."""
+    deltas = []
+    for _, batch in zip(range(fit_batches), train_batches, strict=False):
+        deltas.append((batch["z_next"] - batch["z"])[batch["z_mask"]])
+    deltas = torch.cat(deltas).double()
+    mean, var = deltas.mean(0), deltas.var(0)
+    total, count = 0.0, 0
+    for batch in val_batches:
+        d = (batch["z_next"] - batch["z"])[batch["z_mask"]].double()  # (N, Z)
+        total += (0.5 * torch.log(2 * math.pi * var) + 0.5 * (d - mean) ** 2 / var).sum().item()
+        count += d.numel()
+    return total / count
+
+
+def load_mdnrnn(run_dir: str | os.PathLike, device: torch.device | None = None) -> MDNRNN:
+    """The trained M of a run directory, in eval mode."""
+    path = Path(run_dir) / "mdnrnn" / "ckpt.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained MDN-RNN at {path}; run the mdnrnn stage first")
+    ckpt = load_checkpoint(path, "MDNRNN")
+    model = MDNRNN(**ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device or torch.device("cpu")).eval()
