@@ -11,9 +11,10 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import worldmodels  # noqa: F401  (registers worldmodels/Dream-v0)
+from worldmodels.artifacts import load_latents
 from worldmodels.dream import Dream
 from worldmodels.mdnrnn import MDNRNN
-from worldmodels.mdnrnn_stage import MDNRNNConfig, SequenceBatches, load_latents, train_mdnrnn
+from worldmodels.mdnrnn_stage import MDNRNNConfig, SequenceBatches, train_mdnrnn
 from worldmodels.train import load_checkpoint, save_checkpoint
 from worldmodels.vae import ConvVAE
 
@@ -48,7 +49,7 @@ def synthetic_latents(run_dir, episodes=12, seed=0, z_size=Z):
 def tiny_config(**overrides) -> MDNRNNConfig:
     settings = dict(hidden_size=16, seq_len=10, batch_size=4, epochs=30, checkpoint_every=50,
                     lr=1e-2, val_every=4, precision="float32", device="cpu",
-                    lr_decay=1.0)  # fmt: skip
+                    lr_decay=1.0, calibration_episodes=0)  # fmt: skip
     return MDNRNNConfig(**{**settings, **overrides})
 
 
@@ -219,3 +220,19 @@ def test_mismatched_checkpoint_and_latents_are_refused(trained_run, tmp_path):
     torch.save(ckpt, other / "mdnrnn" / "ckpt.pt")
     with pytest.raises(ValueError, match=r"z_size=8 but the MDN-RNN .* has z_size=4"):
         Dream.from_run_dir(other)
+
+
+def test_calibration_scores_both_worlds(trained_run):
+    from worldmodels.calibrate import calibrate, real_lengths
+
+    run_dir, _ = trained_run
+    result = calibrate(Dream.from_run_dir(run_dir), "doom_takecover", episodes=4)
+    for policy in ("noop", "random"):
+        assert result[policy]["real_length_mean"] > 10
+        assert 1 <= result[policy]["dream_length_mean"] <= 2100
+        # Survival: the return is the length, in both worlds.
+        assert result[policy]["real_return_mean"] == result[policy]["real_length_mean"]
+        assert result[policy]["dream_return_mean"] == result[policy]["dream_length_mean"]
+    a, _ = real_lengths("doom_takecover", "random", 3, seed=5)
+    b, _ = real_lengths("doom_takecover", "random", 3, seed=5)
+    assert (a == b).all()

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from worldmodels.artifacts import load_vae
 from worldmodels.rollouts import episode_path, write_episode
 from worldmodels.train import load_checkpoint
 from worldmodels.vae import ConvVAE
-from worldmodels.vae_stage import EncodeConfig, VAEConfig, encode, load_vae, train_vae
+from worldmodels.vae_stage import EncodeConfig, VAEConfig, encode, train_vae
 
 
 def synthetic_frames(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -17,7 +17,6 @@ people and RL libraries; both are registered as ``worldmodels/Dream-v0``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +26,9 @@ import numpy as np
 import torch
 
 from mdn import sample_gaussian_mixture
+from worldmodels.artifacts import load_latents, load_mdnrnn, run_game
 from worldmodels.envs import get_game
 from worldmodels.mdnrnn import MDNRNN
-from worldmodels.mdnrnn_stage import load_latents, load_mdnrnn
 from worldmodels.runtime import autocast
 
 DONE_MODES = ("logit", "sample")
@@ -95,8 +94,7 @@ class Dream:
     def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu", **kwargs) -> Dream:
         """The dream of a run directory: its M, its latents' first frames, its game's rules."""
         run_dir = Path(run_dir)
-        game_name = json.loads((run_dir / "rollouts" / "meta.json").read_text())["game"]
-        game = get_game(game_name)
+        game = get_game(run_game(run_dir))
         mdnrnn = load_mdnrnn(run_dir, torch.device(device))
         episodes, z_size = load_latents(run_dir)
         if z_size != mdnrnn.z_size:

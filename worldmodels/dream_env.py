@@ -20,6 +20,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from worldmodels.artifacts import load_vae
 from worldmodels.dream import Dream, DreamState
 
 
@@ -51,8 +52,6 @@ class _Renderer:
     @torch.no_grad()
     def __call__(self, z: torch.Tensor) -> np.ndarray:
         if self.vae is None:
-            from worldmodels.vae_stage import load_vae
-
             self.vae = load_vae(self.run_dir, torch.device(self.device))
             if self.vae.z_size != z.shape[-1]:
                 raise ValueError(

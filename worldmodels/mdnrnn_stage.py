@@ -12,7 +12,6 @@ afresh from the stored mu / log-variance for every batch, as the original.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -21,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldmodels.artifacts import load_latents, run_game
+from worldmodels.calibrate import calibrate, report
+from worldmodels.dream import Dream
 from worldmodels.envs import get_game
 from worldmodels.files import write_json
 from worldmodels.mdnrnn import MDNRNN
@@ -32,9 +34,7 @@ from worldmodels.runtime import (
     pick_device,
     seed_everything,
 )
-from worldmodels.train import fit, load_checkpoint
-
-LATENT_KEYS = ("mu", "logvar", "action", "reward", "terminated")
+from worldmodels.train import fit
 
 
 @dataclass
@@ -61,26 +61,10 @@ class MDNRNNConfig:
     precision: str = "auto"
     device: str = "auto"
     seed: int = 0
-
-
-def load_latents(run_dir: Path) -> tuple[list[dict], int]:
-    """(train, val, z_size): every encoded episode in memory (about 0.5 KB per step)."""
-    latents = run_dir / "latents"
-    meta_path = latents / "meta.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"no latents in {latents}; run the encode stage first")
-    z_size = json.loads(meta_path.read_text())["z_size"]
-    episodes = []
-    for path in sorted(latents.glob("*.npz")):
-        with np.load(path, allow_pickle=False) as npz:
-            episode = {key: npz[key] for key in LATENT_KEYS}
-        if episode["mu"].shape[1] != z_size:
-            raise ValueError(f"{path} has z_size {episode['mu'].shape[1]}, meta.json {z_size}")
-        episode["index"] = int(path.stem)
-        episodes.append(episode)
-    if not episodes:
-        raise FileNotFoundError(f"no encoded episodes in {latents}")
-    return episodes, z_size
+    calibration_episodes: int = 100
+    """Afterwards, play a no-op and a random policy this many episodes in the real game and
+    in the dream and compare their survival (0: skip)."""
+    calibration_temperature: float = 1.15
 
 
 def split(episodes: list[dict], val_every: int) -> tuple[list[dict], list[dict]]:
@@ -158,10 +142,10 @@ def build_mdnrnn(config: MDNRNNConfig, game_name: str, z_size: int) -> MDNRNN:
 
 
 def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
-    """Train (or resume) M; write mdnrnn/results.json; return it."""
+    """Train (or resume) M; write mdnrnn/results.json (and calibration.json); return it."""
     run_dir = Path(run_dir)
     episodes, z_size = load_latents(run_dir)
-    game_name = json.loads((run_dir / "rollouts" / "meta.json").read_text())["game"]
+    game_name = run_game(run_dir)
     train, val = split(episodes, config.val_every)
     if not train or not val:
         raise ValueError(
@@ -204,6 +188,11 @@ def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
         f"z_(t+1) = z_t baseline {results['baseline_z_nll_per_dim']:.3f}; done precision "
         f"{results['done_precision']:.2f}, recall {results['done_recall']:.2f}"
     )
+    if config.calibration_episodes:
+        dream = Dream.from_run_dir(run_dir, temperature=config.calibration_temperature)
+        calibration = calibrate(dream, game_name, config.calibration_episodes, config.seed)
+        write_json(run_dir / "mdnrnn" / "calibration.json", calibration)
+        print(report(calibration))
     return results
 
 
@@ -251,14 +240,3 @@ def baseline_nll(train_batches, val_batches: list[dict], fit_batches: int = 20) 
         total += (0.5 * torch.log(2 * math.pi * var) + 0.5 * (d - mean) ** 2 / var).sum().item()
         count += d.numel()
     return total / count
-
-
-def load_mdnrnn(run_dir: str | os.PathLike, device: torch.device | None = None) -> MDNRNN:
-    """The trained M of a run directory, in eval mode."""
-    path = Path(run_dir) / "mdnrnn" / "ckpt.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no trained MDN-RNN at {path}; run the mdnrnn stage first")
-    ckpt = load_checkpoint(path, "MDNRNN")
-    model = MDNRNN(**ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
-    return model.to(device or torch.device("cpu")).eval()

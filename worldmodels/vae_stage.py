@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from worldmodels.artifacts import load_vae
 from worldmodels.files import atomic_path, write_json
 from worldmodels.metrics import MetricsLog
 from worldmodels.rollouts import (
@@ -39,7 +40,7 @@ from worldmodels.runtime import (
     pick_device,
     seed_everything,
 )
-from worldmodels.train import fit, load_checkpoint
+from worldmodels.train import fit
 from worldmodels.vae import ConvVAE, to_input
 
 
@@ -163,17 +164,6 @@ def save_reconstructions(model: ConvVAE, frames: np.ndarray, path: Path) -> None
     with atomic_path(path) as tmp:
         ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         tmp.write_bytes(png.tobytes())
-
-
-def load_vae(run_dir: str | os.PathLike, device: torch.device | None = None) -> ConvVAE:
-    """The trained V of a run directory, in eval mode."""
-    path = Path(run_dir) / "vae" / "ckpt.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no trained VAE at {path}; run the vae stage first")
-    ckpt = load_checkpoint(path, "ConvVAE")
-    model = ConvVAE(**ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
-    return model.to(device or torch.device("cpu")).eval()
 
 
 def encode(config: EncodeConfig, run_dir: str | os.PathLike) -> dict:

@@ -1,0 +1,69 @@
+"""Reading what earlier stages wrote into a run directory (see DESIGN: data flow).
+
+Every loader checks what it reads and says which file to produce when it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldmodels.mdnrnn import MDNRNN
+from worldmodels.train import load_checkpoint
+from worldmodels.vae import ConvVAE
+
+LATENT_KEYS = ("mu", "logvar", "action", "reward", "terminated")
+
+
+def run_game(run_dir: str | os.PathLike) -> str:
+    """The registry name of the game a run directory's episodes were collected from."""
+    meta = Path(run_dir) / "rollouts" / "meta.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"no {meta}; run the collect stage first")
+    return json.loads(meta.read_text())["game"]
+
+
+def load_vae(run_dir: str | os.PathLike, device: torch.device | None = None) -> ConvVAE:
+    """The trained V of a run directory, in eval mode."""
+    path = Path(run_dir) / "vae" / "ckpt.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained VAE at {path}; run the vae stage first")
+    ckpt = load_checkpoint(path, "ConvVAE")
+    model = ConvVAE(**ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device or torch.device("cpu")).eval()
+
+
+def load_latents(run_dir: str | os.PathLike) -> tuple[list[dict], int]:
+    """(episodes, z_size): every encoded episode in memory (about 0.5 KB per step)."""
+    latents = Path(run_dir) / "latents"
+    meta_path = latents / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no latents in {latents}; run the encode stage first")
+    z_size = json.loads(meta_path.read_text())["z_size"]
+    episodes = []
+    for path in sorted(latents.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as npz:
+            episode = {key: npz[key] for key in LATENT_KEYS}
+        if episode["mu"].shape[1] != z_size:
+            raise ValueError(f"{path} has z_size {episode['mu'].shape[1]}, meta.json {z_size}")
+        episode["index"] = int(path.stem)
+        episodes.append(episode)
+    if not episodes:
+        raise FileNotFoundError(f"no encoded episodes in {latents}")
+    return episodes, z_size
+
+
+def load_mdnrnn(run_dir: str | os.PathLike, device: torch.device | None = None) -> MDNRNN:
+    """The trained M of a run directory, in eval mode."""
+    path = Path(run_dir) / "mdnrnn" / "ckpt.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained MDN-RNN at {path}; run the mdnrnn stage first")
+    ckpt = load_checkpoint(path, "MDNRNN")
+    model = MDNRNN(**ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device or torch.device("cpu")).eval()

@@ -1,0 +1,109 @@
+"""Is the dream calibrated? Fixed simple policies, scored in the real game and in the dream.
+
+A dream in which the random policy lives five times longer than in the real game is a
+dream whose high scores mean nothing. Two blind policies are played N episodes each in
+both worlds, with fixed seeds:
+
+- ``noop``: always the zero action (Doom: stand still; CarRacing: no gas, no steering);
+- ``random``: the data policy's blind part, a uniform action in [-1, 1] (gas and brake
+  in [0, 1] for CarRacing) held for 1-10 steps.
+
+The mean episode lengths (and returns) of both worlds go to mdnrnn/calibration.json.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from worldmodels.dream import Dream
+from worldmodels.envs import make_env
+
+POLICIES = ("noop", "random")
+
+
+class HeldUniform:
+    """Batched: a uniform action per dream, held for 1-10 steps (dream i keeps its own)."""
+
+    def __init__(self, n: int, low: torch.Tensor, high: torch.Tensor, generator=None):
+        self.low, self.high, self.generator = low, high, generator
+        self.action = torch.zeros(n, len(low))
+        self.left = torch.zeros(n, dtype=torch.long)
+
+    def __call__(self, obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        redraw = index[self.left[index] == 0]
+        if len(redraw):
+            u = torch.rand(len(redraw), len(self.low), generator=self.generator)
+            self.action[redraw] = self.low + (self.high - self.low) * u
+            self.left[redraw] = torch.randint(1, 11, (len(redraw),), generator=self.generator)
+        self.left[index] -= 1
+        return self.action[index]
+
+
+def _action_range(game_name: str) -> tuple[np.ndarray, np.ndarray]:
+    space = make_env(game_name).action_space
+    return space.low.astype(np.float32), space.high.astype(np.float32)
+
+
+def real_lengths(game_name: str, policy: str, episodes: int, seed: int = 0, **env_kwargs):
+    """(lengths, returns) of ``policy`` in the real game, episode i seeded from (seed, i)."""
+    env = make_env(game_name, **env_kwargs)
+    low, high = env.action_space.low, env.action_space.high
+    lengths, returns = [], []
+    for i in range(episodes):
+        rng = np.random.default_rng([seed, i])
+        env.reset(seed=int(rng.integers(2**31)))
+        total, steps, left, action, done = 0.0, 0, 0, np.zeros_like(low), False
+        while not done:
+            if policy == "random" and left == 0:
+                action = rng.uniform(low, high).astype(np.float32)
+                left = int(rng.integers(1, 11))
+            left -= 1
+            _, reward, terminated, truncated, _ = env.step(action)
+            total, steps, done = total + reward, steps + 1, terminated or truncated
+        lengths.append(steps)
+        returns.append(total)
+    env.close()
+    return np.array(lengths), np.array(returns)
+
+
+def dream_lengths(dream: Dream, game_name: str, policy: str, episodes: int, seed: int = 0):
+    """(lengths, returns) of ``policy`` in ``episodes`` dreams, as one batch."""
+    gen = torch.Generator().manual_seed(seed)
+    low, high = (torch.from_numpy(x) for x in _action_range(game_name))
+    if policy == "noop":
+        act = lambda obs, index: torch.zeros(len(index), dream.action_dim)  # noqa: E731
+    else:
+        act = HeldUniform(episodes, low, high, gen)
+    returns, lengths = dream.rollout(act, episodes, gen)
+    return lengths.numpy(), returns.numpy()
+
+
+def calibrate(dream: Dream, game_name: str, episodes: int = 100, seed: int = 0) -> dict:
+    """Mean and std of episode length and return of each policy in both worlds."""
+    result = {}
+    for policy in POLICIES:
+        real = real_lengths(game_name, policy, episodes, seed)
+        dreamt = dream_lengths(dream, game_name, policy, episodes, seed)
+        result[policy] = {
+            f"{world}_{name}_{stat}": float(fn(values))
+            for world, (lengths, returns) in (("real", real), ("dream", dreamt))
+            for name, values in (("length", lengths), ("return", returns))
+            for stat, fn in (("mean", np.mean), ("std", np.std))
+        }
+    result["temperature"] = dream.temperature
+    result["episodes"] = episodes
+    result["game"] = game_name
+    return result
+
+
+def report(result: dict) -> str:
+    lines = [f"calibration at temperature {result['temperature']}, {result['episodes']} episodes:"]
+    for policy in POLICIES:
+        r = result[policy]
+        lines.append(
+            f"  {policy:6s} mean length real {r['real_length_mean']:7.1f} +- "
+            f"{r['real_length_std']:.0f}   dream {r['dream_length_mean']:7.1f} +- "
+            f"{r['dream_length_std']:.0f}"
+        )
+    return "\n".join(lines)
