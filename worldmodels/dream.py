@@ -17,6 +17,7 @@ people and RL libraries; both are registered as ``worldmodels/Dream-v0``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -140,8 +141,9 @@ class Dream:
         if self.done_mode == "logit":
             terminated = done_logit > 0
         else:
-            u = torch.rand(n, generator=generator, device=self.device)
-            terminated = u < torch.sigmoid(done_logit)
+            # A pos_weight-w loss learns logit = log(w p / (1 - p)): undo w to sample p.
+            p = torch.sigmoid(done_logit - math.log(m.done_pos_weight))
+            terminated = torch.rand(n, generator=generator, device=self.device) < p
         reward = torch.ones(n, device=self.device) if self.survival else reward.float()
         t = state.t + 1
         truncated = (t >= self.max_steps) & ~terminated
