@@ -41,19 +41,19 @@ def gemm_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def make_dream() -> Dream:
+def make_dream(precision: str = "float32") -> Dream:
     torch.manual_seed(0)
     model = MDNRNN(Z, A, H, K)
     with torch.no_grad():  # keep every dream alive: the done logit stays negative
         model.done.weight.zero_()
         model.done.bias.fill_(-10.0)
     initial = torch.randn(100, Z)
-    return Dream(model, initial, torch.full((100, Z), -4.0), temperature=1.15, max_steps=10**9)
+    logvar = torch.full((100, Z), -4.0)
+    return Dream(model, initial, logvar, temperature=1.15, max_steps=10**9, precision=precision)
 
 
-def steps_per_s(dream: Dream, n: int, steps: int, precision: str = "float32"):
+def steps_per_s(dream: Dream, n: int, steps: int):
     gen = torch.Generator().manual_seed(0)
-    dream.precision = precision
     state = dream.reset(n, gen)
     action = torch.zeros(n, A)
     state, *_ = dream.step(state, action, gen)  # warm-up
@@ -73,7 +73,7 @@ def main() -> None:
     dream = make_dream()
     batched, z32 = steps_per_s(dream, args.dreams, args.steps)
     single, _ = steps_per_s(dream, 1, args.steps * 10)
-    bf16, z16 = steps_per_s(dream, args.dreams, args.steps, "bfloat16")
+    bf16, z16 = steps_per_s(make_dream("bfloat16"), args.dreams, args.steps)
     flops = flops_per_step(dream.mdnrnn)
     peak = gemm_flops_per_s()
     ceiling = peak / flops

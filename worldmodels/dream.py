@@ -17,6 +17,7 @@ people and RL libraries; both are registered as ``worldmodels/Dream-v0``.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable
@@ -30,7 +31,6 @@ from mdn import sample_gaussian_mixture
 from worldmodels.artifacts import load_latents, load_mdnrnn, run_game
 from worldmodels.envs import get_game
 from worldmodels.mdnrnn import MDNRNN
-from worldmodels.runtime import autocast
 
 DONE_MODES = ("logit", "sample")
 
@@ -58,9 +58,8 @@ class Dream:
         max_steps: Step cap (truncation).
         survival: Reward +1 per step alive instead of the predicted reward.
         obs_c: Include the LSTM cell c in the observation ([z, c, h], Doom in the paper).
-        precision: ``"float32"`` or ``"bfloat16"`` (autocast for M's matmuls; sampling
-            stays float32). bf16 steps about 1.8x faster on a CPU with bf16 units
-            (benchmarks/dream.py) with the same dream statistics.
+        precision: ``"float32"`` or ``"bfloat16"`` (M's weights cast once to bf16 for its
+            matmuls; states and sampling stay float32). See benchmarks/dream.py.
     """
 
     def __init__(
@@ -81,9 +80,16 @@ class Dream:
             raise ValueError("this game's reward must be predicted, but M has no reward head")
         if mdnrnn.done is None:
             raise ValueError("M has no done head, so a dream would never end before the cap")
-        self.mdnrnn, self.temperature, self.done_mode = mdnrnn.eval(), temperature, done
+        self.temperature, self.done_mode = temperature, done
+        mdnrnn.eval()
         self.max_steps, self.survival, self.obs_c = max_steps, survival, obs_c
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be float32 or bfloat16, got {precision!r}")
         self.precision = precision
+        # Cast once: autocast would re-cast every weight at every step, which dominates
+        # the cost of the last few dreams of a rollout.
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.mdnrnn = copy.deepcopy(mdnrnn).to(self.dtype) if precision == "bfloat16" else mdnrnn
         self.device = next(mdnrnn.parameters()).device
         self.initial_mu = initial_mu.to(self.device)
         self.initial_sigma = (0.5 * initial_logvar).exp().to(self.device)
@@ -131,10 +137,10 @@ class Dream:
                 f"got {tuple(action.shape)}"
             )
         m = self.mdnrnn
-        x = m.inputs(state.z, action.to(state.z.dtype), state.t == 0)  # (n, I)
-        with autocast(self.device, self.precision):
-            _, (h, c) = m.lstm(x.unsqueeze(1), (state.h.unsqueeze(0), state.c.unsqueeze(0)))
-            params, done_logit, reward = m.heads(h.squeeze(0))
+        x = m.inputs(state.z, action.to(state.z.dtype), state.t == 0).to(self.dtype)  # (n, I)
+        hc = (state.h.unsqueeze(0).to(self.dtype), state.c.unsqueeze(0).to(self.dtype))
+        _, (h, c) = m.lstm(x.unsqueeze(1), hc)
+        params, done_logit, reward = m.heads(h.squeeze(0))  # mixture params in float32
         h, c = h.squeeze(0).float(), c.squeeze(0).float()  # (n, H)
         done_logit = done_logit.float()
         z = sample_gaussian_mixture(params, self.temperature, generator)

@@ -198,6 +198,8 @@ class Game:
     min_length: int = 0  # shorter random episodes are redrawn (the original's Doom kept > 100)
     survival: bool = False  # reward is +1 per step alive: the dream needs no reward head
     restart_flag: bool = False  # M's input carries a flag at each episode's first step
+    controller_bias: bool = True  # C = W [z, h] + b (CarRacing); Doom's C had no bias
+    squash: str = "tanh"  # how C's output becomes the action: "tanh" or "carracing"
 
 
 GAMES: dict[str, Game] = {
@@ -209,8 +211,9 @@ GAMES: dict[str, Game] = {
         min_length=100,
         survival=True,
         restart_flag=True,
+        controller_bias=False,
     ),
-    "carracing": Game(CarRacing, 3, 1000, DrivingPolicy),
+    "carracing": Game(CarRacing, 3, 1000, DrivingPolicy, squash="carracing"),
 }
 
 

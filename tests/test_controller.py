@@ -1,0 +1,154 @@
+"""C, CMA-ES and evaluation: sizes, squashing, the ES loop, determinism, resumption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.agent import play_episodes
+from worldmodels.controller import Controller, squash
+from worldmodels.controller_stage import (
+    ControllerConfig,
+    dream_fitness,
+    evolve,
+    load_controller,
+    train_controller,
+)
+from worldmodels.dream import Dream
+from worldmodels.envs import get_game
+from worldmodels.evaluate import EvaluateConfig, evaluate
+
+
+def paper_controller(game: str, z: int, h: int) -> Controller:
+    g = get_game(game)
+    obs = z + h * (2 if g.survival else 1)
+    return Controller(obs, g.action_dim, g.controller_bias, g.squash)
+
+
+def test_parameter_counts_match_paper():
+    assert paper_controller("doom_takecover", 64, 512).n_params == 1088
+    assert paper_controller("carracing", 32, 256).n_params == 867
+
+
+def test_squash_ranges():
+    y = torch.randn(1000, 3) * 10
+    car = squash(y, "carracing")
+    assert car[:, 0].min() >= -1 and car[:, 0].max() <= 1
+    assert car[:, 1].min() >= 0 and car[:, 1].max() <= 1
+    assert car[:, 2].min() >= 0 and car[:, 2].max() <= 1
+    assert (car[:, 2] == 0).any() and (car[:, 2] > 0).any()
+    doom = squash(y[:, :1], "tanh")
+    assert doom.abs().max() <= 1
+
+
+def test_batched_controllers_equal_single_ones():
+    c = Controller(obs_size=7, action_dim=3, bias=True, squash_kind="carracing")
+    params = torch.randn(4, c.n_params)
+    obs = torch.randn(10, 7)
+    which = torch.randint(0, 4, (10,))
+    batched = c.act_batched(params, which, obs)
+    single = torch.stack([c.act(params[w], o[None])[0] for w, o in zip(which, obs, strict=True)])
+    torch.testing.assert_close(batched, single)
+    with pytest.raises(ValueError, match="has 24 parameters, got a vector of 5"):
+        c.act(torch.zeros(5), obs)
+
+
+def test_cma_es_loop_solves_a_quadratic(tmp_path):
+    target = np.linspace(-0.5, 0.5, 10)
+
+    def fitness(candidates, generation):
+        return -((candidates - target) ** 2).sum(1)
+
+    config = ControllerConfig(generations=80, popsize=16, sigma0=0.3, eval_every=20)
+    state = evolve(10, fitness, config, tmp_path, lambda m, g: {"score": fitness(m[None], g)[0]})
+    assert state["best"]["score"] > -1e-3
+    best = np.load(tmp_path / "best.npz")["params"]
+    np.testing.assert_allclose(best, target, atol=0.03)
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 80
+
+
+def test_resumed_es_equals_uninterrupted(tmp_path):
+    def fitness(candidates, generation):
+        return -np.abs(candidates - 0.3).sum(1)
+
+    config = ControllerConfig(generations=6, popsize=8, eval_every=2)
+    evaluate_mean = lambda m, g: {"score": float(fitness(m[None], g)[0])}  # noqa: E731
+    whole = evolve(5, fitness, config, tmp_path / "a", evaluate_mean)
+
+    def dying(candidates, generation):
+        if generation == 3:
+            raise KeyboardInterrupt  # killed during generation 4
+        return fitness(candidates, generation)
+
+    with pytest.raises(KeyboardInterrupt):
+        evolve(5, dying, config, tmp_path / "b", evaluate_mean)
+    assert len(json.loads((tmp_path / "b" / "es_state.json").read_text())["fitness"]) == 3
+    resumed = evolve(5, fitness, config, tmp_path / "b", evaluate_mean)
+    assert resumed["fitness"] == whole["fitness"]
+    assert resumed["best"] == whole["best"]
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "a" / "best.npz")["params"],
+        np.load(tmp_path / "b" / "best.npz")["params"],
+    )
+
+
+def test_population_too_small_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="popsize must be >= 2 for CMA-ES, got 1"):
+        evolve(3, lambda c, g: np.zeros(len(c)), ControllerConfig(popsize=1), tmp_path)
+
+
+def test_dream_fitness_is_deterministic(trained_run):
+    run_dir, _ = trained_run
+    dream = Dream.from_run_dir(run_dir, max_steps=50)
+    c = Controller(dream.obs_size, 1, False, "tanh")
+    fitness = dream_fitness(dream, c, ControllerConfig(episodes=4, seed=3))
+    candidates = np.random.default_rng(0).normal(0, 0.5, (5, c.n_params))
+    a, b = fitness(candidates, 2), fitness(candidates, 2)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (5,) and (a >= 1).all()
+
+
+def test_controller_and_evaluation_end_to_end(trained_run):
+    run_dir, _ = trained_run
+    config = ControllerConfig(generations=2, popsize=4, episodes=2, eval_every=1,
+                              eval_episodes=8, workers=0)  # fmt: skip
+    state = train_controller(config, run_dir)
+    assert len(state["history"]) == 2 and state["best"]["generation"] in (1, 2)
+    assert (run_dir / "controller" / "history.png").stat().st_size > 0
+    controller, params = load_controller(run_dir)
+    assert params.shape == (controller.n_params,) == (4 + 2 * 16,)
+
+    results = evaluate(EvaluateConfig(episodes=3, dream_episodes=8, workers=0), run_dir)
+    saved = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    for key in ("real", "random_policy"):
+        assert len(saved[key]["scores"]) == 3
+        assert {"mean", "std", "min", "max"} <= set(saved[key])
+        assert saved[key]["min"] > 0  # Doom: +1 per step survived
+    assert len(saved["seeds"]) == 3 and saved["dream"]["mean"] >= 1
+    assert (run_dir / "evaluate" / "episode.mp4").stat().st_size > 1000
+
+
+def test_controller_of_another_game_is_refused(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    if not (run_dir / "controller" / "best.pt").exists():
+        pytest.skip("needs the end-to-end test's controller")
+    ckpt = torch.load(run_dir / "controller" / "best.pt", weights_only=True)
+    other = tmp_path / "other"
+    (other / "controller").mkdir(parents=True)
+    (other / "rollouts").mkdir()
+    (other / "rollouts" / "meta.json").write_text(json.dumps({"game": "carracing"}))
+    torch.save(ckpt, other / "controller" / "best.pt")
+    with pytest.raises(
+        ValueError, match="controller for 'doom_takecover', this run plays 'carracing'"
+    ):
+        load_controller(other)
+
+
+def test_crashing_workers_are_retried_once_then_reported(tmp_path):
+    # A run directory without models makes every worker die while starting.
+    with pytest.raises(RuntimeError, match=r"episode 0 \(env seed 5\) failed twice"):
+        play_episodes(tmp_path / "missing", [(None, 5)], workers=1)

@@ -1,0 +1,74 @@
+"""C: the linear controller of World Models (Ha & Schmidhuber, 2018, Sec. 2.3).
+
+a_t = squash(W [z_t, h_t] + b) for CarRacing (867 parameters: 3 x (32 + 256) + 3), and
+a_t = tanh(W [z_t, c_t, h_t]) for Doom (1,088 parameters: 64 + 512 + 512, no bias), as
+the paper. CarRacing's squash: steer tanh, gas (tanh + 1) / 2, brake clip(tanh, 0, 1).
+
+CMA-ES sees a controller as one flat vector ``[W.flatten(), b]``; ``act_batched`` plays
+P such vectors at once, one per dream.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SQUASHES = ("tanh", "carracing")
+
+
+def squash(y: torch.Tensor, kind: str) -> torch.Tensor:
+    """Map the linear output ``[..., A]`` to the game's action range."""
+    if kind == "tanh":
+        return torch.tanh(y)
+    if kind == "carracing":
+        t = torch.tanh(y)
+        return torch.stack([t[..., 0], (t[..., 1] + 1) / 2, t[..., 2].clamp(0, 1)], -1)
+    raise ValueError(f"squash must be one of {SQUASHES}, got {kind!r}")
+
+
+class Controller:
+    """Shapes and maths of a linear controller; the parameters live in flat vectors.
+
+    Args:
+        obs_size: Size of the input ([z, h] or [z, c, h]).
+        action_dim: Size of the action.
+        bias: Whether there is a bias b.
+        squash_kind: ``"tanh"`` or ``"carracing"``.
+    """
+
+    def __init__(self, obs_size: int, action_dim: int, bias: bool, squash_kind: str) -> None:
+        if squash_kind not in SQUASHES:
+            raise ValueError(f"squash must be one of {SQUASHES}, got {squash_kind!r}")
+        self.obs_size, self.action_dim, self.bias, self.squash_kind = (
+            obs_size, action_dim, bias, squash_kind,
+        )  # fmt: skip
+        self.n_params = action_dim * obs_size + (action_dim if bias else 0)
+
+    @property
+    def spec(self) -> dict:
+        """Everything needed to rebuild this controller (stored beside its parameters)."""
+        return {"obs_size": self.obs_size, "action_dim": self.action_dim, "bias": self.bias,
+                "squash_kind": self.squash_kind}  # fmt: skip
+
+    def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Flat ``[..., n_params]`` -> (W ``[..., A, obs]``, b ``[..., A]`` or None)."""
+        if params.shape[-1] != self.n_params:
+            raise ValueError(
+                f"controller for obs_size={self.obs_size}, action_dim={self.action_dim} has "
+                f"{self.n_params} parameters, got a vector of {params.shape[-1]}"
+            )
+        n_w = self.action_dim * self.obs_size
+        w = params[..., :n_w].reshape(*params.shape[:-1], self.action_dim, self.obs_size)
+        return w, (params[..., n_w:] if self.bias else None)
+
+    def act(self, params: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """One controller ``[n_params]`` on observations ``[n, obs]`` -> actions ``[n, A]``."""
+        w, b = self.split(params)
+        y = obs @ w.T
+        return squash(y if b is None else y + b, self.squash_kind)
+
+    def act_batched(self, params: torch.Tensor, which: torch.Tensor, obs: torch.Tensor):
+        """Controller ``params[which[i]]`` on ``obs[i]``: params ``[P, n_params]``,
+        which ``[n]``, obs ``[n, obs]`` -> actions ``[n, A]``."""
+        w, b = self.split(params)  # (P, A, obs), (P, A)
+        y = torch.einsum("nao,no->na", w[which], obs)
+        return squash(y if b is None else y + b[which], self.squash_kind)

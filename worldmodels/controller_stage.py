@@ -1,0 +1,249 @@
+"""Stage ``controller``: evolve C with CMA-ES (pycma), in the dream or the real game
+(Ha & Schmidhuber, 2018, Sec. 3.3 and 4.4).
+
+Each generation asks CMA-ES for ``popsize`` controllers and scores each by its mean
+return over ``episodes`` episodes: in the dream, all popsize x episodes dreams run as
+one batch (``Dream.rollout``); in the real game, spread over worker processes. Every
+``eval_every`` generations the CMA-ES mean is scored on ``eval_episodes`` dreams (and,
+if asked, real episodes); the best so far is controller/best.pt.
+
+Resumption without pickle: pycma is deterministic for a fixed seed, so es_state.json
+keeps only every generation's fitnesses (and a checksum of its candidates). A rerun
+replays ask/tell through them, checks the checksums, and continues exactly where the
+killed run stopped. history.jsonl and history.png hold best/mean/worst/sigma/time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cma
+import numpy as np
+import torch
+
+from worldmodels.agent import play_episodes
+from worldmodels.artifacts import run_game
+from worldmodels.controller import Controller
+from worldmodels.dream import Dream
+from worldmodels.envs import get_game
+from worldmodels.files import atomic_path, write_json
+
+FITNESS = ("dream", "real")
+
+
+@dataclass
+class ControllerConfig:
+    """CMA-ES settings (defaults: the paper's) and where fitness comes from."""
+
+    fitness: str = "dream"
+    """"dream" (batched, the paper's Doom setup) or "real" (workers, its CarRacing setup)."""
+    generations: int = 200
+    popsize: int = 64
+    sigma0: float = 0.1
+    episodes: int = 16
+    """Episodes per candidate; fitness is their mean return."""
+    temperature: float = 1.15
+    done: str = "logit"
+    eval_every: int = 25
+    eval_episodes: int = 1024
+    """Dream episodes scoring the CMA-ES mean every eval_every generations."""
+    eval_real_episodes: int = 0
+    """Real episodes scoring it too (0: none)."""
+    workers: int | None = None
+    """Worker processes for real-game episodes; None: one per core."""
+    precision: str = "float32"
+    """The dream's precision: float32 or bfloat16 (faster on CPUs with bf16 units)."""
+    device: str = "cpu"
+    seed: int = 0
+
+
+def evolve(
+    n_params: int,
+    fitness: Callable[[np.ndarray, int], np.ndarray],
+    config: ControllerConfig,
+    out: Path,
+    evaluate: Callable[[np.ndarray, int], dict] | None = None,
+) -> dict:
+    """Maximise ``fitness(candidates [P, n], generation) -> [P]`` with CMA-ES, resumably.
+
+    ``evaluate(mean, generation) -> {"score": ..., ...}`` runs every ``eval_every``
+    generations and at the end; the best score's parameters go to ``out/best.npz``.
+    Returns the final state (generations done, best score, history).
+    """
+    if config.popsize < 2:
+        raise ValueError(f"popsize must be >= 2 for CMA-ES, got {config.popsize}")
+    options = {"popsize": config.popsize, "seed": config.seed + 1, "verbose": -9}
+    es = cma.CMAEvolutionStrategy(np.zeros(n_params), config.sigma0, options)
+    state = _load_state(out / "es_state.json", config)
+    for g, fit in enumerate(state["fitness"]):  # replay the generations already done
+        candidates = np.array(es.ask())
+        if _checksum(candidates) != state["checksums"][g]:
+            raise RuntimeError(f"{out / 'es_state.json'}: replay diverged at generation {g}")
+        es.tell(candidates, [-f for f in fit])
+    for g in range(len(state["fitness"]), config.generations):
+        start = time.perf_counter()
+        candidates = np.array(es.ask())
+        fit = np.asarray(fitness(candidates, g), dtype=np.float64)
+        es.tell(candidates, (-fit).tolist())  # pycma minimises
+        state["fitness"].append(fit.tolist())
+        state["checksums"].append(_checksum(candidates))
+        state["history"].append({
+            "generation": g + 1, "best": fit.max(), "mean": fit.mean(), "worst": fit.min(),
+            "sigma": es.sigma, "seconds": time.perf_counter() - start,
+        })  # fmt: skip
+        last = g + 1 == config.generations
+        if evaluate is not None and ((g + 1) % config.eval_every == 0 or last):
+            scores = evaluate(es.mean.copy(), g + 1)
+            state["history"][-1]["eval"] = scores
+            if state["best"] is None or scores["score"] > state["best"]["score"]:
+                state["best"] = {"generation": g + 1, **scores}
+                with atomic_path(out / "best.npz") as tmp, open(tmp, "wb") as f:
+                    np.savez(f, params=es.mean.copy())
+        _save_state(out, state)
+        print(f"controller: generation {g + 1}/{config.generations}  best {fit.max():.1f}  "
+              f"mean {fit.mean():.1f}  sigma {es.sigma:.4f}", flush=True)  # fmt: skip
+    return state
+
+
+def _checksum(candidates: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(candidates).tobytes()).hexdigest()[:16]
+
+
+def _load_state(path: Path, config: ControllerConfig) -> dict:
+    fresh = {"fitness": [], "checksums": [], "history": [], "best": None,
+             "config": asdict(config)}  # fmt: skip
+    if not path.exists():
+        return fresh
+    state = json.loads(path.read_text())
+    for key in ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature"):
+        if state["config"].get(key) != getattr(config, key):
+            raise ValueError(
+                f"{path} was made with {key}={state['config'].get(key)!r}, this run has "
+                f"{key}={getattr(config, key)!r}; use --force to start the controller over"
+            )
+    state["config"] = asdict(config)
+    return state
+
+
+def _save_state(out: Path, state: dict) -> None:
+    write_json(out / "es_state.json", state)
+    with atomic_path(out / "history.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in state["history"]))
+
+
+def dream_fitness(dream: Dream, controller: Controller, config: ControllerConfig):
+    """fitness(candidates, generation): mean dream return of each, all dreams in one batch."""
+
+    def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
+        params = torch.as_tensor(candidates, dtype=torch.float32, device=dream.device)
+        n = len(params) * config.episodes
+        which = torch.arange(n, device=dream.device) // config.episodes
+        gen = torch.Generator(dream.device).manual_seed(config.seed * 1_000_003 + generation)
+        returns, _ = dream.rollout(
+            lambda obs, index: controller.act_batched(params, which[index], obs), n, gen
+        )
+        return returns.view(len(params), config.episodes).mean(1).cpu().numpy()
+
+    return fitness
+
+
+def real_fitness(run_dir: Path, config: ControllerConfig, workers: int):
+    """fitness(candidates, generation): mean real-game return of each, over workers."""
+
+    def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
+        seeds = episode_seeds(config.seed, generation, config.episodes)
+        jobs = [(c, s) for c in candidates for s in seeds]
+        returns, _ = play_episodes(run_dir, jobs, workers)
+        return returns.reshape(len(candidates), config.episodes).mean(1)
+
+    return fitness
+
+
+def episode_seeds(seed: int, stream: int, n: int) -> list[int]:
+    """n env seeds drawn from (seed, stream): the same list every time."""
+    return [int(s) for s in np.random.default_rng([seed, stream]).integers(0, 2**31, n)]
+
+
+def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> dict:
+    """Evolve C; write controller/{best.pt, es_state.json, history.jsonl, history.png}."""
+    if config.fitness not in FITNESS:
+        raise ValueError(f"fitness must be one of {FITNESS}, got {config.fitness!r}")
+    run_dir, out = Path(run_dir), Path(run_dir) / "controller"
+    game_name = run_game(run_dir)
+    game = get_game(game_name)
+    dream = Dream.from_run_dir(run_dir, device=config.device, temperature=config.temperature,
+                               done=config.done, precision=config.precision)  # fmt: skip
+    controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash)
+    workers = config.workers if config.workers is not None else len(os.sched_getaffinity(0))
+    if config.fitness == "dream":
+        fitness = dream_fitness(dream, controller, config)
+    else:
+        fitness = real_fitness(run_dir, config, workers)
+    score_in_dream = dream_fitness(dream, controller, ControllerConfig(
+        episodes=config.eval_episodes, seed=config.seed + 7))  # fmt: skip
+
+    def evaluate(mean: np.ndarray, generation: int) -> dict:
+        scores = {"dream": float(score_in_dream(mean[None], generation)[0])}
+        if config.eval_real_episodes:
+            seeds = episode_seeds(config.seed + 11, generation, config.eval_real_episodes)
+            real, _ = play_episodes(run_dir, [(mean, s) for s in seeds], workers)
+            scores["real"] = float(real.mean())
+        scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
+        return scores
+
+    state = evolve(controller.n_params, fitness, config, out, evaluate)
+    best = np.load(out / "best.npz")["params"]
+    with atomic_path(out / "best.pt") as tmp:
+        torch.save({"params": torch.from_numpy(best), "controller": controller.spec,
+                    "game": game_name, "best": state["best"]}, tmp)  # fmt: skip
+    plot_history(state["history"], out / "history.png")
+    return state
+
+
+def load_controller(run_dir: str | os.PathLike, expected: Controller | None = None):
+    """(Controller, params) from controller/best.pt, checked against the run's game."""
+    path = Path(run_dir) / "controller" / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no controller at {path}; run the controller stage first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    game = run_game(run_dir)
+    if ckpt.get("game") != game:
+        raise ValueError(
+            f"{path} is a controller for {ckpt.get('game')!r}, this run plays {game!r}"
+        )
+    controller = Controller(**ckpt["controller"])
+    if expected is not None and controller.spec != expected.spec:
+        raise ValueError(f"{path} is a controller for {controller.spec}, this run needs "
+                         f"{expected.spec}")  # fmt: skip
+    return controller, ckpt["params"].numpy()
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = [h["generation"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.fill_between(g, [h["worst"] for h in history], [h["best"] for h in history], alpha=0.2,
+                    label="population (worst to best)")  # fmt: skip
+    ax.plot(g, [h["mean"] for h in history], label="population mean")
+    evals = [(h["generation"], h["eval"]) for h in history if "eval" in h]
+    for key, style in (("dream", "o-"), ("real", "s-")):
+        points = [(x, e[key]) for x, e in evals if key in e]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, label=f"CMA-ES mean, {key}")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("return")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
