@@ -63,10 +63,11 @@ def test_cma_es_loop_solves_a_quadratic(tmp_path):
         return -((candidates - target) ** 2).sum(1)
 
     config = ControllerConfig(generations=80, popsize=16, sigma0=0.3, eval_every=20)
-    state = evolve(10, fitness, config, tmp_path, lambda m, g: {"score": fitness(m[None], g)[0]})
+    saved = {}
+    state = evolve(10, fitness, config, tmp_path, lambda m, g: {"score": fitness(m[None], g)[0]},
+                   lambda params, best: saved.update(params=params))  # fmt: skip
     assert state["best"]["score"] > -1e-3
-    best = np.load(tmp_path / "best.npz")["params"]
-    np.testing.assert_allclose(best, target, atol=0.03)
+    np.testing.assert_allclose(saved["params"], target, atol=0.03)
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 80
 
 
@@ -76,23 +77,23 @@ def test_resumed_es_equals_uninterrupted(tmp_path):
 
     config = ControllerConfig(generations=6, popsize=8, eval_every=2)
     evaluate_mean = lambda m, g: {"score": float(fitness(m[None], g)[0])}  # noqa: E731
-    whole = evolve(5, fitness, config, tmp_path / "a", evaluate_mean)
+    saved = {"a": {}, "b": {}}
+    whole = evolve(5, fitness, config, tmp_path / "a", evaluate_mean,
+                   lambda p, b: saved["a"].update(params=p))  # fmt: skip
 
     def dying(candidates, generation):
         if generation == 3:
             raise KeyboardInterrupt  # killed during generation 4
         return fitness(candidates, generation)
 
+    keep_b = lambda p, b: saved["b"].update(params=p)  # noqa: E731
     with pytest.raises(KeyboardInterrupt):
-        evolve(5, dying, config, tmp_path / "b", evaluate_mean)
+        evolve(5, dying, config, tmp_path / "b", evaluate_mean, keep_b)
     assert len(json.loads((tmp_path / "b" / "es_state.json").read_text())["fitness"]) == 3
-    resumed = evolve(5, fitness, config, tmp_path / "b", evaluate_mean)
+    resumed = evolve(5, fitness, config, tmp_path / "b", evaluate_mean, keep_b)
     assert resumed["fitness"] == whole["fitness"]
     assert resumed["best"] == whole["best"]
-    np.testing.assert_array_equal(
-        np.load(tmp_path / "a" / "best.npz")["params"],
-        np.load(tmp_path / "b" / "best.npz")["params"],
-    )
+    np.testing.assert_array_equal(saved["a"]["params"], saved["b"]["params"])
 
 
 def test_population_too_small_is_refused(tmp_path):

@@ -69,11 +69,13 @@ def evolve(
     config: ControllerConfig,
     out: Path,
     evaluate: Callable[[np.ndarray, int], dict] | None = None,
+    save_best: Callable[[np.ndarray, dict], None] | None = None,
 ) -> dict:
     """Maximise ``fitness(candidates [P, n], generation) -> [P]`` with CMA-ES, resumably.
 
     ``evaluate(mean, generation) -> {"score": ..., ...}`` runs every ``eval_every``
-    generations and at the end; the best score's parameters go to ``out/best.npz``.
+    generations and at the end; whenever its score is the best so far,
+    ``save_best(mean, best)`` is called, before the generation's state is saved.
     Returns the final state (generations done, best score, history).
     """
     if config.popsize < 2:
@@ -103,8 +105,8 @@ def evolve(
             state["history"][-1]["eval"] = scores
             if state["best"] is None or scores["score"] > state["best"]["score"]:
                 state["best"] = {"generation": g + 1, **scores}
-                with atomic_path(out / "best.npz") as tmp, open(tmp, "wb") as f:
-                    np.savez(f, params=es.mean.copy())
+                if save_best is not None:
+                    save_best(es.mean.copy(), state["best"])
         _save_state(out, state)
         print(f"controller: generation {g + 1}/{config.generations}  best {fit.max():.1f}  "
               f"mean {fit.mean():.1f}  sigma {es.sigma:.4f}", flush=True)  # fmt: skip
@@ -171,7 +173,11 @@ def episode_seeds(seed: int, stream: int, n: int) -> list[int]:
 
 
 def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> dict:
-    """Evolve C; write controller/{best.pt, es_state.json, history.jsonl, history.png}."""
+    """Evolve C; write controller/{best.pt, es_state.json, history.jsonl, history.png}.
+
+    best.pt (the CMA-ES mean with the best evaluation so far) is rewritten whenever the
+    best improves, so a run stopped early still leaves a usable controller.
+    """
     if config.fitness not in FITNESS:
         raise ValueError(f"fitness must be one of {FITNESS}, got {config.fitness!r}")
     run_dir, out = Path(run_dir), Path(run_dir) / "controller"
@@ -197,11 +203,12 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
         scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
         return scores
 
-    state = evolve(controller.n_params, fitness, config, out, evaluate)
-    best = np.load(out / "best.npz")["params"]
-    with atomic_path(out / "best.pt") as tmp:
-        torch.save({"params": torch.from_numpy(best), "controller": controller.spec,
-                    "game": game_name, "best": state["best"]}, tmp)  # fmt: skip
+    def save_best(params: np.ndarray, best: dict) -> None:
+        with atomic_path(out / "best.pt") as tmp:
+            torch.save({"params": torch.from_numpy(params), "controller": controller.spec,
+                        "game": game_name, "best": best}, tmp)  # fmt: skip
+
+    state = evolve(controller.n_params, fitness, config, out, evaluate, save_best)
     plot_history(state["history"], out / "history.png")
     return state
 
