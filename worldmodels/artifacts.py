@@ -29,11 +29,20 @@ def run_game(run_dir: str | os.PathLike) -> str:
 
 def load_vae(run_dir: str | os.PathLike, device: torch.device | None = None) -> ConvVAE:
     """The trained V of a run directory, in eval mode."""
-    path = Path(run_dir) / "vae" / "ckpt.pt"
+    return _load_model(run_dir, "vae", ConvVAE, device)
+
+
+def load_mdnrnn(run_dir: str | os.PathLike, device: torch.device | None = None) -> MDNRNN:
+    """The trained M of a run directory, in eval mode."""
+    return _load_model(run_dir, "mdnrnn", MDNRNN, device)
+
+
+def _load_model(run_dir, stage: str, cls, device):
+    path = Path(run_dir) / stage / "ckpt.pt"
     if not path.exists():
-        raise FileNotFoundError(f"no trained VAE at {path}; run the vae stage first")
-    ckpt = load_checkpoint(path, "ConvVAE")
-    model = ConvVAE(**ckpt["model_args"])
+        raise FileNotFoundError(f"no trained {cls.__name__} at {path}; run the {stage} stage first")
+    ckpt = load_checkpoint(path, cls.__name__)
+    model = cls(**ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     return model.to(device or torch.device("cpu")).eval()
 
@@ -56,14 +65,3 @@ def load_latents(run_dir: str | os.PathLike) -> tuple[list[dict], int]:
     if not episodes:
         raise FileNotFoundError(f"no encoded episodes in {latents}")
     return episodes, z_size
-
-
-def load_mdnrnn(run_dir: str | os.PathLike, device: torch.device | None = None) -> MDNRNN:
-    """The trained M of a run directory, in eval mode."""
-    path = Path(run_dir) / "mdnrnn" / "ckpt.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no trained MDN-RNN at {path}; run the mdnrnn stage first")
-    ckpt = load_checkpoint(path, "MDNRNN")
-    model = MDNRNN(**ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
-    return model.to(device or torch.device("cpu")).eval()
