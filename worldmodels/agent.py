@@ -135,7 +135,7 @@ def _run_pool(run_dir, jobs, indices, workers, env_kwargs, timeout) -> dict:
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init,
                                initargs=(str(run_dir), env_kwargs))  # fmt: skip
     futures = {pool.submit(_job, *jobs[i]): i for i in indices}
-    finished, last_progress = {}, time.monotonic()
+    finished, last_progress, healthy = {}, time.monotonic(), False
     try:
         while futures:
             done, _ = wait(futures, timeout=5, return_when=FIRST_COMPLETED)
@@ -148,8 +148,12 @@ def _run_pool(run_dir, jobs, indices, workers, env_kwargs, timeout) -> dict:
                 last_progress = time.monotonic()
             if not done and time.monotonic() - last_progress > timeout:
                 return finished  # hung: no episode finished for `timeout` seconds
+        healthy = True
     finally:
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()  # a hung worker would otherwise keep shutdown waiting forever
-        pool.shutdown(wait=False, cancel_futures=True)
+        if healthy:
+            pool.shutdown(wait=True)
+        else:  # a crashed or hung worker would keep a clean shutdown waiting forever
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
     return finished

@@ -1,0 +1,135 @@
+"""The command line: the smoke experiment end to end, skipping, config errors, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from worldmodels.__main__ import main
+from worldmodels.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "experiments" / "smoke.yaml")
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worldmodels", *args], cwd=ROOT, text=True,
+                          capture_output=True, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    result = cli("run", SMOKE, f"run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_smoke_experiment_runs_every_stage(smoke_run):
+    run_dir, result = smoke_run
+    status = json.loads((run_dir / "stages.json").read_text())
+    assert all(status[s]["done"] for s in ("collect", "vae", "encode", "mdnrnn", "controller",
+                                            "evaluate"))  # fmt: skip
+    results = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    assert {"real", "random_policy", "dream", "seeds"} <= set(results)
+    assert (run_dir / "config.yaml").exists() and (run_dir / "report.md").exists()
+    assert "| real game (3 episodes) |" in result.stdout
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    assert "vae/train/loss" in metrics and "mdnrnn/val/z_nll_per_dim" in metrics
+
+
+def test_rerun_skips_and_changed_settings_are_refused(smoke_run):
+    run_dir, _ = smoke_run
+    again = cli("run", SMOKE, f"run_dir={run_dir}")
+    assert again.returncode == 0
+    assert again.stdout.count("done already, skipped") == 6
+    changed = cli("vae", SMOKE, f"run_dir={run_dir}", "vae.max_steps=21")
+    assert changed.returncode == 2
+    assert "stage vae: its outputs" in changed.stderr
+    assert "vae.max_steps (20 -> 21)" in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1
+    report = cli("report", str(run_dir))
+    assert report.returncode == 0 and "| evaluate | done |" in report.stdout
+
+
+def test_another_experiments_run_dir_is_refused(smoke_run, capsys):
+    run_dir, _ = smoke_run
+    assert main(["collect", SMOKE, f"run_dir={run_dir}", "name=other"]) == 2
+    assert "holds the experiment 'smoke', not 'other'" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"unknown setting 'vae.zsize'"):
+        load_config(None, ["vae.zsize=3"])
+    with pytest.raises(ValueError, match=r"'vae.z_size' must be int, got 'big'"):
+        load_config(None, ["vae.z_size=big"])
+    with pytest.raises(ValueError, match=r"'vae.max_steps' must be int or NoneType, got 1.5"):
+        load_config(None, ["vae.max_steps=1.5"])
+    assert load_config(None, ["vae.lr=1", "vae.max_steps=null"]).vae.lr == 1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n- not a mapping\n")
+    assert main(["run", str(bad)]) == 2
+    assert "must hold a mapping of settings, got list" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["dance"])  # unknown stage: argparse lists the choices
+
+
+def test_read_only_run_dir_is_a_one_line_error(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    tmp_path.chmod(0o500)
+    try:
+        assert main(["collect", SMOKE, f"run_dir={tmp_path / 'run'}"]) == 2
+    finally:
+        tmp_path.chmod(0o700)
+    assert "Permission denied" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_to_the_same_artifacts(tmp_path):
+    settings = ["vae.max_steps=40", "vae.checkpoint_every=10"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for run_dir in (whole, killed):
+        assert cli("collect", SMOKE, f"run_dir={run_dir}").returncode == 0
+    assert cli("vae", SMOKE, f"run_dir={whole}", *settings).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worldmodels", "vae", SMOKE, f"run_dir={killed}", *settings],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    ckpt, deadline = killed / "vae" / "ckpt.pt", time.monotonic() + 120
+    while not ckpt.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint to kill at"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not json.loads((killed / "stages.json").read_text())["vae"]["done"]
+    assert cli("vae", SMOKE, f"run_dir={killed}", *settings).returncode == 0
+    a = torch.load(whole / "vae" / "ckpt.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert a["progress"]["step"] == b["progress"]["step"] == 40
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+    assert sorted(p.name for p in (whole / "rollouts").iterdir()) == sorted(
+        p.name for p in (killed / "rollouts").iterdir()
+    )
+
+
+def test_wandb_offline_logs_the_metrics(smoke_run, tmp_path):
+    pytest.importorskip("wandb")
+    run_dir, _ = smoke_run
+    copy = tmp_path / "smoke"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    result = cli("run", SMOKE, f"run_dir={copy}", "logging.wandb=true",
+                 env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = list((copy / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    data = files[0].read_bytes()
+    assert b"vae/train/loss" in data and b"mdnrnn/val/z_nll_per_dim" in data
