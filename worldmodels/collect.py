@@ -25,6 +25,7 @@ from tqdm import tqdm
 from worldmodels.envs import FRAME_SHAPE, get_game, make_env
 from worldmodels.files import remove_stale_temporaries, write_json
 from worldmodels.rollouts import episode_path, episode_paths, write_episode
+from worldmodels.runtime import resolve_workers
 
 META = "meta.json"
 MAX_ATTEMPTS = 100
@@ -57,7 +58,7 @@ def collect(config: CollectConfig, out_dir: str | os.PathLike) -> dict:
     _claim_directory(out_dir, config, min_length)
     remove_stale_temporaries(out_dir)
     todo = [i for i in range(config.episodes) if not episode_path(out_dir, i).exists()]
-    workers = _default_workers() if config.workers is None else config.workers
+    workers = resolve_workers(config.workers)
     start, frames = time.perf_counter(), 0
     bar = tqdm(
         total=config.episodes,
@@ -199,7 +200,3 @@ def _claim_directory(out_dir: Path, config: CollectConfig, min_length: int) -> N
     if episode_paths(out_dir):
         raise ValueError(f"{out_dir} holds episodes but no {META}; use another directory")
     write_json(meta_path, meta)
-
-
-def _default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

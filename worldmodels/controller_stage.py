@@ -33,6 +33,7 @@ from worldmodels.controller import Controller
 from worldmodels.dream import Dream
 from worldmodels.envs import get_game
 from worldmodels.files import atomic_path, write_json
+from worldmodels.runtime import resolve_workers
 
 FITNESS = ("dream", "real")
 
@@ -186,7 +187,7 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     dream = Dream.from_run_dir(run_dir, device=config.device, temperature=config.temperature,
                                done=config.done, precision=config.precision)  # fmt: skip
     controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash)
-    workers = config.workers if config.workers is not None else len(os.sched_getaffinity(0))
+    workers = resolve_workers(config.workers)
     if config.fitness == "dream":
         fitness = dream_fitness(dream, controller, config)
     else:

@@ -26,6 +26,7 @@ from worldmodels.controller_stage import (
 )
 from worldmodels.dream import Dream
 from worldmodels.files import atomic_path, write_json
+from worldmodels.runtime import resolve_workers
 
 
 @dataclass
@@ -53,7 +54,7 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
     if controller.obs_size != dream.obs_size:
         raise ValueError(f"controller/best.pt takes inputs of size {controller.obs_size}, this "
                          f"run's world model gives {dream.obs_size}")  # fmt: skip
-    workers = config.workers if config.workers is not None else len(os.sched_getaffinity(0))
+    workers = resolve_workers(config.workers)
     seeds = episode_seeds(config.seed, 0, config.episodes)
     real, _ = play_episodes(run_dir, [(params, s) for s in seeds], workers)
     random, _ = play_episodes(run_dir, [(None, s) for s in seeds], workers)

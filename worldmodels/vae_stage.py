@@ -81,7 +81,7 @@ class EncodeConfig:
 def split_episodes(paths: list[Path], val_every: int) -> tuple[list[Path], list[Path]]:
     """(train, val): episodes whose index is a multiple of ``val_every`` are held out."""
     val = [p for p in paths if int(p.stem) % val_every == 0]
-    return [p for p in paths if p not in set(val)], val
+    return [p for p in paths if int(p.stem) % val_every != 0], val
 
 
 def train_vae(config: VAEConfig, run_dir: str | os.PathLike) -> dict:
