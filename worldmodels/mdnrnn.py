@@ -33,6 +33,10 @@ class MDNRNN(nn.Module):
         predict_done: Have a done head.
         predict_reward: Have a reward head.
         done_pos_weight: Weight of positive (episode-ending) steps in the done loss.
+        done_detached: Train the done head on the LSTM's states without letting the done
+            loss train the LSTM. The original trained both jointly; on 1,500 Doom episodes
+            that overfits (held-out done loss 0.056 at step 425, 0.12 at step 2,448) while
+            the detached head keeps improving (0.064) and z's NLL is better too (README).
     """
 
     def __init__(
@@ -45,12 +49,14 @@ class MDNRNN(nn.Module):
         predict_done: bool = True,
         predict_reward: bool = False,
         done_pos_weight: float = 10.0,
+        done_detached: bool = True,
     ) -> None:
         super().__init__()
         self.model_args = dict(
             z_size=z_size, action_dim=action_dim, hidden_size=hidden_size,
             n_components=n_components, restart_flag=restart_flag, predict_done=predict_done,
             predict_reward=predict_reward, done_pos_weight=done_pos_weight,
+            done_detached=done_detached,
         )  # fmt: skip
         self.z_size, self.action_dim, self.hidden_size = z_size, action_dim, hidden_size
         self.restart_flag = restart_flag
@@ -59,7 +65,7 @@ class MDNRNN(nn.Module):
         self.mdn = MixtureDensityHead(hidden_size, z_size, n_components)
         self.done = nn.Linear(hidden_size, 1) if predict_done else None
         self.reward = nn.Linear(hidden_size, 1) if predict_reward else None
-        self.done_pos_weight = done_pos_weight
+        self.done_pos_weight, self.done_detached = done_pos_weight, done_detached
 
     def inputs(self, z, action, restart=None) -> torch.Tensor:
         """[z, a(, restart)] along the last dim."""
@@ -85,7 +91,8 @@ class MDNRNN(nn.Module):
 
     def heads(self, h: torch.Tensor):
         """Mixture params, done logit and reward predicted from hidden states ``[..., H]``."""
-        done = self.done(h).squeeze(-1) if self.done is not None else None
+        h_done = h.detach() if self.done_detached else h
+        done = self.done(h_done).squeeze(-1) if self.done is not None else None
         reward = self.reward(h).squeeze(-1) if self.reward is not None else None
         return self.mdn(h), done, reward
 

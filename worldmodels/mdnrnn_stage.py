@@ -45,6 +45,8 @@ class MDNRNNConfig:
     """LSTM units: 512 for Doom, 256 for CarRacing in the paper."""
     n_components: int = 5
     done_pos_weight: float = 10.0
+    done_detached: bool = True
+    """Keep the done loss out of the LSTM's gradient (see MDNRNN)."""
     seq_len: int = 500
     batch_size: int = 100
     lr: float = 1e-3
@@ -137,7 +139,7 @@ def build_mdnrnn(config: MDNRNNConfig, game_name: str, z_size: int) -> MDNRNN:
         z_size=z_size, action_dim=game.action_dim, hidden_size=config.hidden_size,
         n_components=config.n_components, restart_flag=game.restart_flag,
         predict_done=True, predict_reward=not game.survival,
-        done_pos_weight=config.done_pos_weight,
+        done_pos_weight=config.done_pos_weight, done_detached=config.done_detached,
     )  # fmt: skip
 
 
