@@ -83,6 +83,19 @@ def test_windows_cover_every_step_once(tmp_path):
     assert restarts == ends == len(episodes)
 
 
+@pytest.mark.parametrize("detached", [True, False])
+def test_done_loss_trains_the_lstm_only_when_joint(tmp_path, detached):
+    synthetic_latents(tmp_path, episodes=5)
+    batch = _batch(load_latents(tmp_path)[0])
+    model = MDNRNN(z_size=Z, action_dim=1, hidden_size=8, done_detached=detached)
+    params, done_logit, _, _ = model(batch["z"], batch["action"], batch["restart"])
+    done_logit.sum().backward()  # the done head's output alone
+    assert model.done.weight.grad.abs().sum() > 0
+    lstm_grad = sum(p.grad.abs().sum() for p in model.lstm.parameters() if p.grad is not None)
+    assert (lstm_grad == 0) == detached
+    assert all(p.grad is None for p in model.mdn.parameters())
+
+
 def test_training_learns_the_dynamics(trained_run):
     run_dir, results = trained_run
     assert results["z_nll_per_dim"] < results["baseline_z_nll_per_dim"] - 0.3

@@ -45,7 +45,7 @@ class MDNRNNConfig:
     """LSTM units: 512 for Doom, 256 for CarRacing in the paper."""
     n_components: int = 5
     done_pos_weight: float = 10.0
-    done_detached: bool = True
+    done_detached: bool = False
     """Keep the done loss out of the LSTM's gradient (see MDNRNN)."""
     seq_len: int = 500
     batch_size: int = 100
