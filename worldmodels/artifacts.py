@@ -47,8 +47,11 @@ def _load_model(run_dir, stage: str, cls, device):
     return model.to(device or torch.device("cpu")).eval()
 
 
-def load_latents(run_dir: str | os.PathLike) -> tuple[list[dict], int]:
-    """(episodes, z_size): every encoded episode in memory (about 0.5 KB per step)."""
+def load_latents(
+    run_dir: str | os.PathLike, keys: tuple[str, ...] = LATENT_KEYS, first_step_only: bool = False
+) -> tuple[list[dict], int]:
+    """(episodes, z_size): the encoded episodes' ``keys`` in memory (about 0.5 KB per step),
+    or only each episode's first step (what a dream starts from)."""
     latents = Path(run_dir) / "latents"
     meta_path = latents / "meta.json"
     if not meta_path.exists():
@@ -57,7 +60,7 @@ def load_latents(run_dir: str | os.PathLike) -> tuple[list[dict], int]:
     episodes = []
     for path in sorted(latents.glob("*.npz")):
         with np.load(path, allow_pickle=False) as npz:
-            episode = {key: npz[key] for key in LATENT_KEYS}
+            episode = {key: npz[key][:1] if first_step_only else npz[key] for key in keys}
         if episode["mu"].shape[1] != z_size:
             raise ValueError(f"{path} has z_size {episode['mu'].shape[1]}, meta.json {z_size}")
         episode["index"] = int(path.stem)

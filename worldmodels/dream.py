@@ -103,7 +103,7 @@ class Dream:
         run_dir = Path(run_dir)
         game = get_game(run_game(run_dir))
         mdnrnn = load_mdnrnn(run_dir, torch.device(device))
-        episodes, z_size = load_latents(run_dir)
+        episodes, z_size = load_latents(run_dir, ("mu", "logvar"), first_step_only=True)
         if z_size != mdnrnn.z_size:
             raise ValueError(
                 f"{run_dir / 'latents'} has z_size={z_size} but the MDN-RNN "
