@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import signal
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worldmodels.__main__ import main
+from worldmodels.__main__ import experiment_config, main
 from worldmodels.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,15 +84,70 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         main(["dance"])  # unknown stage: argparse lists the choices
 
 
-def test_read_only_run_dir_is_a_one_line_error(tmp_path, capsys):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories")
-    tmp_path.chmod(0o500)
+def test_stages_and_run_share_the_default_experiment():
+    assert experiment_config([]).name == experiment_config(["vae.epochs=2"]).name == "doom_laptop"
+    assert experiment_config([SMOKE, "vae.epochs=2"]).vae.epochs == 2
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """No new files in ``directory``: chmod for a user, the immutable flag for root."""
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        try:
+            yield
+        finally:
+            directory.chmod(0o700)
+        return
+    if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode:
+        pytest.skip("running as root and chattr +i is not available here")
     try:
-        assert main(["collect", SMOKE, f"run_dir={tmp_path / 'run'}"]) == 2
+        yield
     finally:
-        tmp_path.chmod(0o700)
-    assert "Permission denied" in capsys.readouterr().err
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
+def test_read_only_run_dir_is_a_one_line_error(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["collect", SMOKE, f"run_dir={run_dir}"]) == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with read_only(run_dir):
+        assert main(["vae", SMOKE, f"run_dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("worldmodels: error: ")
+    assert "not permitted" in err or "Permission denied" in err
+    assert str(run_dir) in err
+    for path, data in before.items():  # nothing already written is lost or changed
+        if path.name != "metrics.jsonl":
+            assert path.read_bytes() == data, path
+
+
+def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    run_dir, settings = tmp_path / "run", ["vae.max_steps=30", "vae.checkpoint_every=10"]
+    assert main(["collect", SMOKE, f"run_dir={run_dir}"]) == 0
+    real_fsync, calls = os.fsync, []
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("needs /proc to tell which file is being written")
+
+    def fsync_until_full(fd):  # the disk fills up while the second checkpoint is written
+        calls.append("ckpt.pt" in os.readlink(f"/proc/self/fd/{fd}"))
+        if sum(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_until_full)
+    capsys.readouterr()
+    assert main(["vae", SMOKE, f"run_dir={run_dir}", *settings]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    ckpt = torch.load(run_dir / "vae" / "ckpt.pt", weights_only=True)
+    assert ckpt["progress"]["step"] == 10  # the first checkpoint survived whole
+    assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]  # no half-written files
+    assert json.loads((run_dir / "stages.json").read_text())["collect"]["done"]
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space again: the stage resumes and ends
+    assert main(["vae", SMOKE, f"run_dir={run_dir}", *settings]) == 0
+    assert torch.load(run_dir / "vae" / "ckpt.pt", weights_only=True)["progress"]["step"] == 30
 
 
 def test_killed_run_resumes_to_the_same_artifacts(tmp_path):

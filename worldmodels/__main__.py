@@ -4,8 +4,8 @@
     python -m worldmodels vae experiments/smoke.yaml vae.epochs=2 --force
     python -m worldmodels report runs/doom_takecover
 
-With no experiment, ``run`` uses experiments/doom_laptop.yaml: DoomTakeCover at a scale
-that finishes on a 2-core laptop CPU. Errors are one line; nothing written is lost.
+With no experiment, ``run`` and the stages use experiments/doom_laptop.yaml: DoomTakeCover
+at a scale that finishes on a 2-core laptop CPU. Errors are one line; nothing written is lost.
 """
 
 from __future__ import annotations
@@ -41,22 +41,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def experiment_config(args: list[str]):
+    """The config of ``[EXPERIMENT.yaml] [key.sub=value ...]`` (default: doom_laptop)."""
+    from worldmodels.config import load_config
+
+    yaml_path = next((a for a in args if "=" not in a), str(DEFAULT_EXPERIMENT))
+    return load_config(yaml_path, [a for a in args if "=" in a])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         from worldmodels import pipeline
-        from worldmodels.config import load_config
 
         if args.command == "report":
             if len(args.args) != 1:
                 raise ValueError("report takes one argument: the run directory")
             print(pipeline.report(args.args[0]))
             return 0
-        yaml_path = next((a for a in args.args if "=" not in a), None)
-        overrides = [a for a in args.args if "=" in a]
-        if yaml_path is None and args.command == "run":
-            yaml_path = str(DEFAULT_EXPERIMENT)
-        config = load_config(yaml_path, overrides)
+        config = experiment_config(args.args)
         stages = STAGES if args.command == "run" else (args.command,)
         pipeline.run(config, stages, force=args.force)
         print(pipeline.report(config.path))
