@@ -192,7 +192,7 @@ def test_mismatched_checkpoint_and_latents_are_refused(trained_run, tmp_path):
 
 
 def test_calibration_scores_both_worlds(trained_run):
-    from worldmodels.calibrate import calibrate, real_lengths
+    from worldmodels.calibrate import calibrate, real_lengths, report
 
     run_dir, _ = trained_run
     result = calibrate(Dream.from_run_dir(run_dir), "doom_takecover", episodes=4)
@@ -202,6 +202,9 @@ def test_calibration_scores_both_worlds(trained_run):
         # Survival: the return is the length, in both worlds.
         assert result[policy]["real_return_mean"] == result[policy]["real_length_mean"]
         assert result[policy]["dream_return_mean"] == result[policy]["dream_length_mean"]
+        assert 1 <= result[policy]["dream_sample_length_mean"] <= 2100
+    assert result["done"] == "logit"
+    assert "(" in report(result).splitlines()[1]  # the other done rule, in brackets
     a, _ = real_lengths("doom_takecover", "random", 3, seed=5)
     b, _ = real_lengths("doom_takecover", "random", 3, seed=5)
     assert (a == b).all()

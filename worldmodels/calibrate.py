@@ -13,10 +13,12 @@ The mean episode lengths (and returns) of both worlds go to mdnrnn/calibration.j
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
-from worldmodels.dream import Dream
+from worldmodels.dream import DONE_MODES, Dream
 from worldmodels.envs import make_env
 
 POLICIES = ("noop", "random")
@@ -80,17 +82,27 @@ def dream_lengths(dream: Dream, game_name: str, policy: str, episodes: int, seed
 
 
 def calibrate(dream: Dream, game_name: str, episodes: int = 100, seed: int = 0) -> dict:
-    """Mean and std of episode length and return of each policy in both worlds."""
+    """Mean and std of episode length and return of each policy in both worlds.
+
+    The dream is scored with its own done rule (``dream_*``) and also with the other one
+    (``dream_logit_*`` or ``dream_sample_*``), to choose ``controller.done`` by.
+    """
+    other = copy.copy(dream)
+    other.done_mode = next(m for m in DONE_MODES if m != dream.done_mode)
     result = {}
     for policy in POLICIES:
-        real = real_lengths(game_name, policy, episodes, seed)
-        dreamt = dream_lengths(dream, game_name, policy, episodes, seed)
+        worlds = {
+            "real": real_lengths(game_name, policy, episodes, seed),
+            "dream": dream_lengths(dream, game_name, policy, episodes, seed),
+            f"dream_{other.done_mode}": dream_lengths(other, game_name, policy, episodes, seed),
+        }
         result[policy] = {
             f"{world}_{name}_{stat}": float(fn(values))
-            for world, (lengths, returns) in (("real", real), ("dream", dreamt))
+            for world, (lengths, returns) in worlds.items()
             for name, values in (("length", lengths), ("return", returns))
             for stat, fn in (("mean", np.mean), ("std", np.std))
         }
+    result["done"] = dream.done_mode
     result["temperature"] = dream.temperature
     result["episodes"] = episodes
     result["game"] = game_name
@@ -98,12 +110,19 @@ def calibrate(dream: Dream, game_name: str, episodes: int = 100, seed: int = 0) 
 
 
 def report(result: dict) -> str:
-    lines = [f"calibration at temperature {result['temperature']}, {result['episodes']} episodes:"]
+    done = result.get("done", "logit")
+    other = next(m for m in DONE_MODES if m != done)
+    lines = [f"calibration at temperature {result['temperature']}, {result['episodes']} episodes "
+             f"(dream: done by {done}; in brackets by {other}):"]  # fmt: skip
     for policy in POLICIES:
         r = result[policy]
-        lines.append(
+        line = (
             f"  {policy:6s} mean length real {r['real_length_mean']:7.1f} +- "
             f"{r['real_length_std']:.0f}   dream {r['dream_length_mean']:7.1f} +- "
             f"{r['dream_length_std']:.0f}"
         )
+        if f"dream_{other}_length_mean" in r:
+            mean, std = r[f"dream_{other}_length_mean"], r[f"dream_{other}_length_std"]
+            line += f" ({mean:.1f} +- {std:.0f})"
+        lines.append(line)
     return "\n".join(lines)

@@ -36,6 +36,8 @@ class EvaluateConfig:
     dream_episodes: int = 1024
     temperature: float = 1.15
     """Temperature of the dream score."""
+    done: str = "logit"
+    """The dream score's done rule ("logit" or "sample"), as ``controller.done``."""
     workers: int | None = None
     video: bool = True
     seed: int = 12345
@@ -49,7 +51,7 @@ def summary(scores: np.ndarray) -> dict:
 
 def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
     run_dir, out = Path(run_dir), Path(run_dir) / "evaluate"
-    dream = Dream.from_run_dir(run_dir, temperature=config.temperature)
+    dream = Dream.from_run_dir(run_dir, temperature=config.temperature, done=config.done)
     controller, params = load_controller(run_dir)
     if controller.obs_size != dream.obs_size:
         raise ValueError(f"controller/best.pt takes inputs of size {controller.obs_size}, this "
@@ -64,7 +66,7 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
     results = {
         "real": summary(real), "random_policy": summary(random),
         "dream": {"mean": dream_mean, "episodes": config.dream_episodes,
-                  "temperature": config.temperature},
+                  "temperature": config.temperature, "done": config.done},
         "seeds": seeds,
     }  # fmt: skip
     write_json(out / "results.json", results)
