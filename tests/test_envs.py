@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -131,6 +133,15 @@ def test_same_seed_same_frames(doom):
     a, b, c = play(7), play(7), play(8)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_doom_games_starting_together_in_a_fresh_directory(tmp_path):
+    start = "from worldmodels.envs import make_env; e = make_env('doom_takecover'); e.reset(seed=0)"
+    for round_ in range(3):  # ViZDoom raced for ./_vizdoom/ and segfaulted ~1 start in 8
+        cwd = tmp_path / str(round_)
+        cwd.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", start], cwd=cwd) for _ in range(2)]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0]
 
 
 def test_unknown_game_lists_known_ones():

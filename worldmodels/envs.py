@@ -48,6 +48,9 @@ class DoomTakeCover(gym.Wrapper):
         _require("vizdoom", "vizdoom==1.3.2", "doom_takecover")
         from vizdoom import gymnasium_wrapper  # noqa: F401  (registers the Vizdoom envs)
 
+        # ViZDoom makes ./_vizdoom/ at start-up; two games starting at once in a fresh
+        # directory race for it and one segfaults (about 1 start in 8 here). Make it first.
+        os.makedirs("_vizdoom", exist_ok=True)
         env = gym.make("VizdoomTakeCover-v1", doom_skill=skill, max_episode_steps=max_steps)
         super().__init__(env)
         self.observation_space = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
