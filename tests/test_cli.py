@@ -154,6 +154,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch)
     assert main(["vae", SMOKE, f"run_dir={run_dir}", *settings]) == 2
     errors = [x for x in capsys.readouterr().err.splitlines() if "error" in x]  # not tqdm's bar
     assert len(errors) == 1 and "No space left on device" in errors[0]
+    assert str(run_dir / "vae" / "ckpt.pt") in errors[0]  # names the file
     ckpt = torch.load(run_dir / "vae" / "ckpt.pt", weights_only=True)
     assert ckpt["progress"]["step"] == 10  # the first checkpoint survived whole
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]  # no half-written files

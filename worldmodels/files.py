@@ -29,6 +29,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:  # data on disk before the name points at it
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write or fsync names no file: name the one we write
+            e.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
