@@ -27,6 +27,7 @@ from worldmodels.envs import get_game
 from worldmodels.files import write_json
 from worldmodels.mdnrnn import MDNRNN
 from worldmodels.metrics import MetricsLog
+from worldmodels.rollouts import held_out
 from worldmodels.runtime import (
     autocast,
     choose_precision,
@@ -70,8 +71,8 @@ class MDNRNNConfig:
 
 
 def split(episodes: list[dict], val_every: int) -> tuple[list[dict], list[dict]]:
-    val = [e for e in episodes if e["index"] % val_every == 0]
-    return [e for e in episodes if e["index"] % val_every != 0], val
+    val = [e for e in episodes if held_out(e["index"], val_every)]
+    return [e for e in episodes if not held_out(e["index"], val_every)], val
 
 
 class SequenceBatches:

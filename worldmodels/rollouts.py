@@ -36,6 +36,11 @@ def episode_path(directory: str | os.PathLike, index: int) -> Path:
     return Path(directory) / f"{index:06d}.npz"
 
 
+def held_out(index: int, val_every: int) -> bool:
+    """Whether episode ``index`` is held out for validation (the same ones in V and M)."""
+    return index % val_every == 0
+
+
 def episode_paths(directory: str | os.PathLike) -> list[Path]:
     """All episode files in ``directory``, sorted by index."""
     return sorted(p for p in Path(directory).glob("*.npz") if p.stem.isdigit())

@@ -31,6 +31,7 @@ from worldmodels.rollouts import (
     FrameStream,
     episode_length,
     episode_paths,
+    held_out,
     read_episode,
 )
 from worldmodels.runtime import (
@@ -80,8 +81,8 @@ class EncodeConfig:
 
 def split_episodes(paths: list[Path], val_every: int) -> tuple[list[Path], list[Path]]:
     """(train, val): episodes whose index is a multiple of ``val_every`` are held out."""
-    val = [p for p in paths if int(p.stem) % val_every == 0]
-    return [p for p in paths if int(p.stem) % val_every != 0], val
+    val = [p for p in paths if held_out(int(p.stem), val_every)]
+    return [p for p in paths if not held_out(int(p.stem), val_every)], val
 
 
 def train_vae(config: VAEConfig, run_dir: str | os.PathLike) -> dict:
