@@ -14,6 +14,7 @@ The mean episode lengths (and returns) of both worlds go to mdnrnn/calibration.j
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import torch
@@ -42,9 +43,12 @@ class HeldUniform:
         return self.action[index]
 
 
+@functools.cache  # starting a game only to read its action space: once per game
 def _action_range(game_name: str) -> tuple[np.ndarray, np.ndarray]:
-    space = make_env(game_name).action_space
-    return space.low.astype(np.float32), space.high.astype(np.float32)
+    env = make_env(game_name)
+    low, high = env.action_space.low, env.action_space.high
+    env.close()
+    return low.astype(np.float32), high.astype(np.float32)
 
 
 def real_lengths(game_name: str, policy: str, episodes: int, seed: int = 0, **env_kwargs):
