@@ -14,6 +14,7 @@ import uuid
 import wandb
 
 from worldmodels.config import Config, to_dict
+from worldmodels.files import atomic_path
 
 MEDIA = {"vae": ["vae/reconstructions.png"], "controller": ["controller/history.png"],
          "evaluate": ["evaluate/episode.mp4"]}  # fmt: skip
@@ -23,8 +24,10 @@ class WandbLogger:
     def __init__(self, config: Config) -> None:
         self.run_dir = config.path
         id_file = self.run_dir / "wandb_id"
-        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
-        id_file.write_text(run_id)
+        if not id_file.exists():
+            with atomic_path(id_file) as tmp:
+                tmp.write_text(uuid.uuid4().hex[:8])
+        run_id = id_file.read_text().strip()
         self.run = wandb.init(
             project=config.logging.project, name=config.name, id=run_id, resume="allow",
             dir=str(self.run_dir), config=to_dict(config),
