@@ -43,6 +43,11 @@ def _as_actions(actions, shape: tuple[int, ...], device) -> torch.Tensor:
     return torch.from_numpy(array).to(device)
 
 
+def _torch_generator(np_random: np.random.Generator, device) -> torch.Generator:
+    """The dreams' torch generator, seeded from the env's gymnasium ``np_random``."""
+    return torch.Generator(device).manual_seed(int(np_random.integers(2**62)))
+
+
 class _Renderer:
     """Decodes z into frames with the run's VAE, loaded on first use."""
 
@@ -85,8 +90,7 @@ class DreamEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None or self._generator is None:
-            torch_seed = int(self.np_random.integers(2**62))
-            self._generator = torch.Generator(self.dream.device).manual_seed(torch_seed)
+            self._generator = _torch_generator(self.np_random, self.dream.device)
         self.state = self.dream.reset(1, self._generator)
         return self._obs(), {}
 
@@ -132,8 +136,7 @@ class DreamVecEnv(VectorEnv):
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
         if seed is not None or self._generator is None:
-            torch_seed = int(self.np_random.integers(2**62))
-            self._generator = torch.Generator(self.dream.device).manual_seed(torch_seed)
+            self._generator = _torch_generator(self.np_random, self.dream.device)
         self.state = self.dream.reset(self.num_envs, self._generator)
         self._ended = torch.zeros(self.num_envs, dtype=torch.bool, device=self.dream.device)
         return self._obs(), {}
