@@ -21,6 +21,7 @@ import argparse
 import numpy as np
 import torch
 
+from worldmodels.artifacts import run_env
 from worldmodels.calibrate import HeldUniform
 from worldmodels.dream import DONE_MODES, Dream
 from worldmodels.envs import HeldUniformPolicy, make_env
@@ -39,8 +40,8 @@ def fixed_action(policy: str, t: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def real_lengths(policy: str, episodes: int, seed: int) -> np.ndarray:
-    env, lengths = make_env("doom_takecover"), []
+def real_lengths(policy: str, episodes: int, seed: int, env_kwargs: dict) -> np.ndarray:
+    env, lengths = make_env("doom_takecover", **env_kwargs), []
     for i in range(episodes):
         rng = np.random.default_rng([seed, i])
         env.reset(seed=int(rng.integers(2**31)))
@@ -94,7 +95,7 @@ def main() -> None:
     print(f"mean survival (steps): real over {args.episodes} episodes, dream over "
           f"{args.dreams}; in brackets dream / real")  # fmt: skip
     for policy in POLICIES:
-        real = real_lengths(policy, args.episodes, args.seed).mean()
+        real = real_lengths(policy, args.episodes, args.seed, run_env(args.run_dir)).mean()
         line = f"{policy:13s} real {real:6.1f}"
         for (done, tau), dream in dreams.items():
             mean = dream_lengths(dream, policy, args.dreams, args.seed).mean()

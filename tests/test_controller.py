@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from worldmodels.agent import play_episodes
+from worldmodels.agent import Agent, play_episodes
+from worldmodels.calibrate import calibrate
 from worldmodels.controller import Controller, squash
 from worldmodels.controller_stage import (
     ControllerConfig,
@@ -153,3 +155,21 @@ def test_crashing_workers_are_retried_once_then_reported(tmp_path):
     # A run directory without models makes every worker die while starting.
     with pytest.raises(RuntimeError, match=r"episode 0 \(env seed 5\) failed twice"):
         play_episodes(tmp_path / "missing", [(None, 5)], workers=1)
+
+
+def test_real_game_is_played_with_the_runs_game_settings(trained_run, tmp_path):
+    # Episodes collected with collect.env = {"skill": 5} must be evaluated at skill 5 too.
+    run_dir, _ = trained_run
+    other = tmp_path / "skill5"
+    for stage in ("vae", "mdnrnn"):
+        shutil.copytree(run_dir / stage, other / stage)
+    (other / "rollouts").mkdir()
+    meta = {"game": "doom_takecover", "env": {"skill": 5}}
+    (other / "rollouts" / "meta.json").write_text(json.dumps(meta))
+    assert Agent(other).env.unwrapped.game.get_doom_skill() == 5
+    assert Agent(run_dir).env.unwrapped.game.get_doom_skill() == 4  # meta without env
+    # and so are the calibration's real episodes: skill 5 kills the no-op policy sooner
+    dream = Dream.from_run_dir(run_dir, max_steps=20)
+    skill4, skill5 = (calibrate(dream, "doom_takecover", 3, env=env)["noop"]["real_length_mean"]
+                      for env in ({}, {"skill": 5}))  # fmt: skip
+    assert skill5 < skill4

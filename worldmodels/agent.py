@@ -17,21 +17,22 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 import torch
 
-from worldmodels.artifacts import load_mdnrnn, load_vae, run_game
+from worldmodels.artifacts import load_mdnrnn, load_vae, run_env, run_game
 from worldmodels.controller import Controller
 from worldmodels.envs import get_game, make_env
 from worldmodels.vae import to_input
 
 
 class Agent:
-    """The world model of a run directory, able to play controllers in the real game."""
+    """The world model of a run directory, able to play controllers in the real game (with
+    the game settings its episodes were collected with)."""
 
-    def __init__(self, run_dir, env_kwargs: dict | None = None) -> None:
+    def __init__(self, run_dir) -> None:
         torch.set_num_threads(1)  # one agent per worker process
         self.game_name = run_game(run_dir)
         self.game = get_game(self.game_name)
         self.vae, self.mdnrnn = load_vae(run_dir), load_mdnrnn(run_dir)
-        self.env = make_env(self.game_name, **(env_kwargs or {}))
+        self.env = make_env(self.game_name, **run_env(run_dir))
         obs_size = self.vae.z_size + self.mdnrnn.hidden_size * (2 if self.game.survival else 1)
         self.controller = Controller(obs_size, self.game.action_dim, self.game.controller_bias,
                                      self.game.squash)  # fmt: skip
@@ -82,9 +83,9 @@ class Agent:
 _AGENT: Agent | None = None
 
 
-def _init(run_dir: str, env_kwargs: dict) -> None:
+def _init(run_dir: str) -> None:
     global _AGENT
-    _AGENT = Agent(run_dir, env_kwargs)
+    _AGENT = Agent(run_dir)
 
 
 def _job(params, seed) -> tuple[float, int]:
@@ -96,7 +97,6 @@ def play_episodes(
     run_dir,
     jobs: list[tuple[np.ndarray | None, int]],
     workers: int = 0,
-    env_kwargs: dict | None = None,
     timeout: float = 600.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Play (params, seed) jobs in the real game; return (returns, lengths) in job order.
@@ -106,7 +106,7 @@ def play_episodes(
     """
     returns, lengths = np.zeros(len(jobs)), np.zeros(len(jobs), dtype=np.int64)
     if workers == 0:
-        _init(str(run_dir), env_kwargs or {})
+        _init(str(run_dir))
         for i, (params, seed) in enumerate(jobs):
             returns[i], lengths[i] = _job(params, seed)
         return returns, lengths
@@ -119,7 +119,7 @@ def play_episodes(
                     f"real-game episode {i} (env seed {jobs[i][1]}) failed twice: its worker "
                     "crashed or hung; see the worker's error above"
                 )
-        done = _run_pool(run_dir, jobs, sorted(todo), workers, env_kwargs or {}, timeout)
+        done = _run_pool(run_dir, jobs, sorted(todo), workers, timeout)
         for i, (ret, length) in done.items():
             returns[i], lengths[i] = ret, length
             todo.discard(i)
@@ -129,11 +129,11 @@ def play_episodes(
     return returns, lengths
 
 
-def _run_pool(run_dir, jobs, indices, workers, env_kwargs, timeout) -> dict:
+def _run_pool(run_dir, jobs, indices, workers, timeout) -> dict:
     """Run the jobs ``indices``; return those that finished before a crash or hang."""
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init,
-                               initargs=(str(run_dir), env_kwargs))  # fmt: skip
+                               initargs=(str(run_dir),))  # fmt: skip
     futures = {pool.submit(_job, *jobs[i]): i for i in indices}
     finished, last_progress, healthy = {}, time.monotonic(), False
     try:

@@ -21,10 +21,23 @@ LATENT_KEYS = ("mu", "logvar", "action", "reward", "terminated")
 
 def run_game(run_dir: str | os.PathLike) -> str:
     """The registry name of the game a run directory's episodes were collected from."""
+    return _rollouts_meta(run_dir)["game"]
+
+
+def run_env(run_dir: str | os.PathLike) -> dict:
+    """The game settings (``collect.env``, e.g. Doom's skill) the episodes were played with.
+
+    Every later real-game episode of the run (calibration, controller, evaluation) is
+    played with the same, so that V sees the frames it was trained on.
+    """
+    return _rollouts_meta(run_dir).get("env", {})
+
+
+def _rollouts_meta(run_dir) -> dict:
     meta = Path(run_dir) / "rollouts" / "meta.json"
     if not meta.exists():
         raise FileNotFoundError(f"no {meta}; run the collect stage first")
-    return json.loads(meta.read_text())["game"]
+    return json.loads(meta.read_text())
 
 
 def load_vae(run_dir: str | os.PathLike, device: torch.device | None = None) -> ConvVAE:

@@ -85,8 +85,12 @@ def dream_lengths(dream: Dream, game_name: str, policy: str, episodes: int, seed
     return lengths.numpy(), returns.numpy()
 
 
-def calibrate(dream: Dream, game_name: str, episodes: int = 100, seed: int = 0) -> dict:
+def calibrate(
+    dream: Dream, game_name: str, episodes: int = 100, seed: int = 0, env: dict | None = None
+) -> dict:
     """Mean and std of episode length and return of each policy in both worlds.
+
+    ``env``: the game's settings (``collect.env``) for the real episodes.
 
     The dream is scored with its own done rule (``dream_*``) and also with the other one
     (``dream_logit_*`` or ``dream_sample_*``), to choose ``controller.done`` by.
@@ -96,7 +100,7 @@ def calibrate(dream: Dream, game_name: str, episodes: int = 100, seed: int = 0) 
     result = {}
     for policy in POLICIES:
         worlds = {
-            "real": real_lengths(game_name, policy, episodes, seed),
+            "real": real_lengths(game_name, policy, episodes, seed, **(env or {})),
             "dream": dream_lengths(dream, game_name, policy, episodes, seed),
             f"dream_{other.done_mode}": dream_lengths(other, game_name, policy, episodes, seed),
         }

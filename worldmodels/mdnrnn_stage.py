@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodels.artifacts import load_latents, run_game
+from worldmodels.artifacts import load_latents, run_env, run_game
 from worldmodels.calibrate import calibrate, report
 from worldmodels.dream import Dream
 from worldmodels.envs import get_game
@@ -193,7 +193,9 @@ def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
     )
     if config.calibration_episodes:
         dream = Dream.from_run_dir(run_dir, temperature=config.calibration_temperature)
-        calibration = calibrate(dream, game_name, config.calibration_episodes, config.seed)
+        calibration = calibrate(
+            dream, game_name, config.calibration_episodes, config.seed, run_env(run_dir)
+        )
         write_json(run_dir / "mdnrnn" / "calibration.json", calibration)
         print(report(calibration))
     return results
