@@ -120,6 +120,35 @@ def test_doom_random_policy_score_matches_paper_difficulty():
     assert _random_policy_score(skill=5, episodes=10) < 120
 
 
+def _redness_after_hits(screen_flashes: bool) -> list[float]:
+    """Mean red minus green of the frames of the 5 steps after each hit that did not kill."""
+    env = make_env("doom_takecover", screen_flashes=screen_flashes)
+    vizdoom_game, out = env.unwrapped.game, []
+    for seed in range(4):
+        env.reset(seed=seed)
+        health, frames, done = 100.0, [], False
+        while not done:
+            frame, _, terminated, truncated, _ = env.step(np.array([0.0], np.float32))
+            done = terminated or truncated
+            frames.append(frame.astype(np.float32))
+            now = vizdoom_game.get_game_variable(vizdoom_game.get_available_game_variables()[0])
+            if not done and now < health:
+                out.append(len(frames) + 4)
+            health = now
+        out = [float((f[..., 0] - f[..., 1]).mean()) for i in out for f in frames[i - 5 : i]]
+        if out:
+            break
+    env.close()
+    return out
+
+
+def test_doom_screen_flashes_show_hits():
+    # A hit that does not kill shows only as Doom's red flash (the HUD is cropped away).
+    with_flash, without = _redness_after_hits(True), _redness_after_hits(False)
+    assert with_flash and max(with_flash) > 90
+    assert without and max(without) < 40
+
+
 def test_same_seed_same_frames(doom):
     def play(seed):
         frame, _ = doom.reset(seed=seed)

@@ -40,11 +40,15 @@ class DoomTakeCover(gym.Wrapper):
     Args:
         skill: ViZDoom's doom_skill (1-5). 4 matches the paper's random-policy score.
         max_steps: Episode cap (the original's 2100); reaching it truncates.
+        screen_flashes: Render Doom's red flash on taking damage. ViZDoom 1.3's
+            take_cover.cfg turns it off; the original's environment (gym-doom on an
+            early ViZDoom, which had no such switch) showed it. Without it, and with the
+            HUD cropped away, a hit that does not kill leaves no trace in the frames.
     """
 
     keep_rows = 400 / 480  # the original cropped rows 0-400 of its 480-row screen
 
-    def __init__(self, skill: int = 4, max_steps: int = 2100) -> None:
+    def __init__(self, skill: int = 4, max_steps: int = 2100, screen_flashes: bool = False) -> None:
         _require("vizdoom", "vizdoom==1.3.2", "doom_takecover")
         from vizdoom import gymnasium_wrapper  # noqa: F401  (registers the Vizdoom envs)
 
@@ -52,6 +56,7 @@ class DoomTakeCover(gym.Wrapper):
         # directory race for it and one segfaults (about 1 start in 8 here). Make it first.
         os.makedirs("_vizdoom", exist_ok=True)
         env = gym.make("VizdoomTakeCover-v1", doom_skill=skill, max_episode_steps=max_steps)
+        env.unwrapped.game.set_render_screen_flashes(screen_flashes)  # the game starts at reset
         super().__init__(env)
         self.observation_space = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
