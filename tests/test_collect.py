@@ -38,6 +38,8 @@ def test_collect_writes_episodes_and_meta(tmp_path):
         assert np.abs(episode["action"]).max() <= 1.0
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["game"] == "doom_takecover" and meta["frame_shape"] == [64, 64, 3]
+    # every game setting, defaults included, so that a later default cannot change the run
+    assert meta["env"] == {"skill": 4, "max_steps": 2100, "screen_flashes": True}
     # Rerunning finds everything present and plays nothing.
     assert collect(CollectConfig(episodes=3, workers=0), tmp_path)["new_episodes"] == 0
 
@@ -113,6 +115,12 @@ def test_refuses_a_directory_of_another_game(tmp_path):
             tmp_path,
         )
     assert len(episode_paths(tmp_path)) == 1  # nothing lost
+
+
+def test_unknown_game_setting_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"'doom_takecover' has no setting \['skil'\]"):
+        collect(CollectConfig(episodes=1, workers=0, env={"skil": 5}), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_refuses_episodes_without_meta(tmp_path):

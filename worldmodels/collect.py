@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from worldmodels.envs import FRAME_SHAPE, get_game, make_env
+from worldmodels.envs import FRAME_SHAPE, game_settings, get_game, make_env
 from worldmodels.files import remove_stale_temporaries, write_json
 from worldmodels.rollouts import episode_path, episode_paths, write_episode
 from worldmodels.runtime import resolve_workers
@@ -180,7 +180,7 @@ def _claim_directory(out_dir: Path, config: CollectConfig, min_length: int) -> N
         "frame_shape": list(FRAME_SHAPE),
         "seed": config.seed,
         "min_length": min_length,
-        "env": config.env,
+        "env": game_settings(config.game, **config.env),
         "action_dim": get_game(config.game).action_dim,
     }
     meta_path = out_dir / META

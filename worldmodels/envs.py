@@ -6,14 +6,16 @@ in the controller's range. ``GAMES`` is the registry: a third game is one entry.
 
 - ``doom_takecover``: ViZDoom's TakeCover, skill 4 by default (its per-step random policy
   scores 222 +- 96 here, the paper's random row 210 +- 108), no frame skip, +1 reward per
-  step survived, capped at 2100 steps. The action is a scalar in [-1, 1]: below -1/3
-  moves left, above +1/3 moves right, else no-op.
+  step survived, capped at 2100 steps, the red damage flash shown as in the original.
+  The action is a scalar in [-1, 1]: below -1/3 moves left, above +1/3 moves right,
+  else no-op.
 - ``carracing``: gymnasium's CarRacing-v3, continuous (steer, gas, brake), top 84 rows of
   the 96x96 frame, 1000 steps.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,15 +42,17 @@ class DoomTakeCover(gym.Wrapper):
     Args:
         skill: ViZDoom's doom_skill (1-5). 4 matches the paper's random-policy score.
         max_steps: Episode cap (the original's 2100); reaching it truncates.
-        screen_flashes: Render Doom's red flash on taking damage. ViZDoom 1.3's
-            take_cover.cfg turns it off; the original's environment (gym-doom on an
-            early ViZDoom, which had no such switch) showed it. Without it, and with the
-            HUD cropped away, a hit that does not kill leaves no trace in the frames.
+        screen_flashes: Render Doom's red flash on taking damage (default on).
+            ViZDoom 1.3's take_cover.cfg turns it off; the original's gym-doom
+            take_cover.cfg (early ViZDoom) has no such key, so, as far as we can tell,
+            its frames showed it. Without it, and with the HUD cropped away, a hit that
+            does not kill leaves no trace in the frames (1-3 fireballs kill at skill 4),
+            and the dream cannot tell that hugging a wall does not keep you safe.
     """
 
     keep_rows = 400 / 480  # the original cropped rows 0-400 of its 480-row screen
 
-    def __init__(self, skill: int = 4, max_steps: int = 2100, screen_flashes: bool = False) -> None:
+    def __init__(self, skill: int = 4, max_steps: int = 2100, screen_flashes: bool = True) -> None:
         _require("vizdoom", "vizdoom==1.3.2", "doom_takecover")
         from vizdoom import gymnasium_wrapper  # noqa: F401  (registers the Vizdoom envs)
 
@@ -229,6 +233,16 @@ def get_game(name: str) -> Game:
     if name not in GAMES:
         raise ValueError(f"unknown game {name!r}; known games: {', '.join(sorted(GAMES))}")
     return GAMES[name]
+
+
+def game_settings(name: str, **kwargs) -> dict:
+    """Every keyword argument of the game's env, defaults filled in (what collect records,
+    so that a run keeps its settings when a default changes)."""
+    params = inspect.signature(get_game(name).make).parameters
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        raise ValueError(f"game {name!r} has no setting {sorted(unknown)}; it has {sorted(params)}")
+    return {key: kwargs.get(key, p.default) for key, p in params.items()}
 
 
 def make_env(name: str, **kwargs) -> gym.Env:
