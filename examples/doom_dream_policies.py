@@ -12,6 +12,10 @@ than the game does invites the controller to learn exactly that.
 Policies (action in [-1, 1]; the game moves left below -1/3 and right above 1/3):
 ``noop`` 0; ``right`` +1; ``sweep20`` +1 and -1 in turns of 20 steps; ``step_uniform`` a
 new uniform action every step; ``random`` the data policy, uniform held for 1-10 steps.
+
+With the damage flash shown (the default), it then counts hits (onsets of the red flash)
+of the data policy: in the run's stored held-out episodes, and in dreams at tau 1.0,
+whose frames V decodes.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import argparse
 import numpy as np
 import torch
 
-from worldmodels.artifacts import run_env
+from worldmodels.artifacts import load_vae, run_env
 from worldmodels.calibrate import HeldUniform
 from worldmodels.dream import DONE_MODES, Dream
 from worldmodels.envs import HeldUniformPolicy, make_env
+from worldmodels.rollouts import episode_paths, held_out, read_episode
 
 POLICIES = ("noop", "right", "sweep20", "step_uniform", "random")
 
@@ -79,6 +84,41 @@ def dream_lengths(dream: Dream, policy: str, n: int, seed: int) -> np.ndarray:
     return dream.rollout(act, n, gen)[1].numpy()
 
 
+def flash_onsets(frames: np.ndarray) -> int:
+    """Hits in a run of frames ``[T, 64, 64, 3]``: steps where the red flash comes on."""
+    red = frames[..., 0].mean((1, 2)) - frames[..., 1].mean((1, 2))  # about 100-190 in a flash
+    on = red > 60
+    return int(on[0] + (on[1:] & ~on[:-1]).sum())
+
+
+def real_hits(run_dir: str) -> tuple[int, int, int]:
+    """(episodes, non-fatal hits, steps) of the run's held-out stored episodes."""
+    paths = [p for p in episode_paths(f"{run_dir}/rollouts") if held_out(int(p.stem), 20)]
+    hits = steps = 0
+    for path in paths:
+        obs = read_episode(path)["obs"].astype(np.float32)
+        hits, steps = hits + flash_onsets(obs), steps + len(obs)
+    return len(paths), hits, steps
+
+
+@torch.no_grad()
+def dream_hits(run_dir: str, n: int, seed: int) -> tuple[int, int, int]:
+    """(dreams, non-fatal hits, steps) of the data policy in n dreams at tau 1.0."""
+    dream, vae = Dream.from_run_dir(run_dir, temperature=1.0), load_vae(run_dir)
+    gen = torch.Generator().manual_seed(seed)
+    policy = HeldUniform(n, torch.tensor([-1.0]), torch.tensor([1.0]), gen)
+    state, alive, frames = dream.reset(n, gen), torch.arange(n), [[] for _ in range(n)]
+    while len(alive):
+        decoded = vae.decode(state.z).permute(0, 2, 3, 1).mul(255).numpy()
+        for k, i in enumerate(alive.tolist()):
+            frames[i].append(decoded[k].mean((0, 1)))  # mean colour is all the detector needs
+        state, _, terminated, truncated = dream.step(state, policy(None, alive), gen)
+        running = ~(terminated | truncated)
+        state, alive = state.select(running), alive[running]
+    hits = sum(flash_onsets(np.array(f)[:, None, None, :]) for f in frames)
+    return n, hits, sum(len(f) for f in frames)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a DoomTakeCover run directory with V, latents and M")
@@ -101,6 +141,14 @@ def main() -> None:
             mean = dream_lengths(dream, policy, args.dreams, args.seed).mean()
             line += f" | {done} {tau}: {mean:6.1f} ({mean / real:.2f})"
         print(line, flush=True)
+    if run_env(args.run_dir).get("screen_flashes"):
+        worlds = {"real": real_hits(args.run_dir),
+                  "dream": dream_hits(args.run_dir, args.dreams, args.seed)}  # fmt: skip
+        for world, (n, hits, steps) in worlds.items():
+            print(
+                f"data policy, {world}: {n} episodes, {hits / n:.2f} non-fatal hits each, "
+                f"{100 * (hits + n) / steps:.2f} hits per 100 steps, the fatal one included"
+            )
 
 
 if __name__ == "__main__":
