@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from worldmodels.artifacts import run_env
 from worldmodels.collect import CollectConfig, collect, play_episode
 from worldmodels.envs import get_game, make_env
 from worldmodels.rollouts import episode_path, episode_paths, read_episode
@@ -121,6 +122,19 @@ def test_unknown_game_setting_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match=r"'doom_takecover' has no setting \['skil'\]"):
         collect(CollectConfig(episodes=1, workers=0, env={"skil": 5}), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_collected_before_the_damage_flash_keep_playing_without_it(tmp_path):
+    # meta.json of a run collected before screen_flashes existed (no flash in its frames)
+    old = {"game": "doom_takecover", "frame_shape": [64, 64, 3], "seed": 0, "min_length": 100,
+           "env": {}, "action_dim": 1}  # fmt: skip
+    (tmp_path / "rollouts").mkdir()
+    (tmp_path / "rollouts" / "meta.json").write_text(json.dumps(old))
+    assert run_env(tmp_path) == {"skill": 4, "max_steps": 2100, "screen_flashes": False}
+    with pytest.raises(ValueError, match=r"holds episodes with env=.*'screen_flashes': False"):
+        collect(CollectConfig(episodes=1, workers=0), tmp_path / "rollouts")
+    assert collect(CollectConfig(episodes=0, workers=0, env={"screen_flashes": False}),
+                   tmp_path / "rollouts")["episodes"] == 0  # fmt: skip
 
 
 def test_refuses_episodes_without_meta(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldmodels.envs import recorded_settings
 from worldmodels.mdnrnn import MDNRNN
 from worldmodels.train import load_checkpoint
 from worldmodels.vae import ConvVAE
@@ -30,7 +31,8 @@ def run_env(run_dir: str | os.PathLike) -> dict:
     Every later real-game episode of the run (calibration, controller, evaluation) is
     played with the same, so that V sees the frames it was trained on.
     """
-    return _rollouts_meta(run_dir).get("env", {})
+    meta = _rollouts_meta(run_dir)
+    return recorded_settings(meta["game"], meta.get("env", {}))
 
 
 def _rollouts_meta(run_dir) -> dict:

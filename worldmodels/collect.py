@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from worldmodels.envs import FRAME_SHAPE, game_settings, get_game, make_env
+from worldmodels.envs import FRAME_SHAPE, game_settings, get_game, make_env, recorded_settings
 from worldmodels.files import remove_stale_temporaries, write_json
 from worldmodels.rollouts import episode_path, episode_paths, write_episode
 from worldmodels.runtime import resolve_workers
@@ -189,6 +189,8 @@ def _claim_directory(out_dir: Path, config: CollectConfig, min_length: int) -> N
             found = json.loads(meta_path.read_text())
         except ValueError as e:
             raise ValueError(f"{meta_path} is not valid JSON ({e}); move it away") from e
+        if found.get("game") == config.game:
+            found["env"] = recorded_settings(config.game, found.get("env", {}))
         for key, value in meta.items():
             if found.get(key) != value:
                 raise ValueError(

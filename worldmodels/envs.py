@@ -235,6 +235,16 @@ def get_game(name: str) -> Game:
     return GAMES[name]
 
 
+# Settings added after runs were collected without them, and the value those runs had.
+_ADDED_SETTINGS = {"doom_takecover": {"screen_flashes": False}}
+
+
+def recorded_settings(name: str, recorded: dict) -> dict:
+    """The full settings of episodes whose meta.json recorded ``recorded``: a setting added
+    since then takes the value those episodes were played with, not today's default."""
+    return game_settings(name, **{**_ADDED_SETTINGS.get(name, {}), **recorded})
+
+
 def game_settings(name: str, **kwargs) -> dict:
     """Every keyword argument of the game's env, defaults filled in (what collect records,
     so that a run keeps its settings when a default changes)."""
