@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    env_kwargs = run_env(args.run_dir)
     dreams = {
         (done, tau): Dream.from_run_dir(args.run_dir, temperature=tau, done=done)
         for tau in (1.0, 1.15)
@@ -135,13 +136,13 @@ def main() -> None:
     print(f"mean survival (steps): real over {args.episodes} episodes, dream over "
           f"{args.dreams}; in brackets dream / real")  # fmt: skip
     for policy in POLICIES:
-        real = real_lengths(policy, args.episodes, args.seed, run_env(args.run_dir)).mean()
+        real = real_lengths(policy, args.episodes, args.seed, env_kwargs).mean()
         line = f"{policy:13s} real {real:6.1f}"
         for (done, tau), dream in dreams.items():
             mean = dream_lengths(dream, policy, args.dreams, args.seed).mean()
             line += f" | {done} {tau}: {mean:6.1f} ({mean / real:.2f})"
         print(line, flush=True)
-    if run_env(args.run_dir).get("screen_flashes"):
+    if env_kwargs.get("screen_flashes"):
         worlds = {"real": real_hits(args.run_dir),
                   "dream": dream_hits(args.run_dir, args.dreams, args.seed)}  # fmt: skip
         for world, (n, hits, steps) in worlds.items():

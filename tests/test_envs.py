@@ -123,23 +123,23 @@ def test_doom_random_policy_score_matches_paper_difficulty():
 def _redness_after_hits(screen_flashes: bool) -> list[float]:
     """Mean red minus green of the frames of the 5 steps after each hit that did not kill."""
     env = make_env("doom_takecover", screen_flashes=screen_flashes)
-    vizdoom_game, out = env.unwrapped.game, []
+    vizdoom_game, redness = env.unwrapped.game, []
     for seed in range(4):
         env.reset(seed=seed)
-        health, frames, done = 100.0, [], False
+        health, frames, hits, done = 100.0, [], [], False
         while not done:
             frame, _, terminated, truncated, _ = env.step(np.array([0.0], np.float32))
             done = terminated or truncated
             frames.append(frame.astype(np.float32))
             now = vizdoom_game.get_game_variable(vizdoom_game.get_available_game_variables()[0])
             if not done and now < health:
-                out.append(len(frames) + 4)
+                hits.append(len(frames) - 1)  # index of the frame that shows the hit
             health = now
-        out = [float((f[..., 0] - f[..., 1]).mean()) for i in out for f in frames[i - 5 : i]]
-        if out:
+        redness = [float((f[..., 0] - f[..., 1]).mean()) for i in hits for f in frames[i : i + 5]]
+        if redness:
             break
     env.close()
-    return out
+    return redness
 
 
 def test_doom_screen_flashes_show_hits():
