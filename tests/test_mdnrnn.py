@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +16,13 @@ import worldmodels  # noqa: F401  (registers worldmodels/Dream-v0)
 from worldmodels.artifacts import load_latents
 from worldmodels.dream import Dream
 from worldmodels.mdnrnn import MDNRNN
-from worldmodels.mdnrnn_stage import SequenceBatches, train_mdnrnn
+from worldmodels.mdnrnn_stage import (
+    SequenceBatches,
+    refit_done_head,
+    split,
+    train_mdnrnn,
+    validate_mdnrnn,
+)
 from worldmodels.train import load_checkpoint
 
 
@@ -103,6 +110,46 @@ def test_training_learns_the_dynamics(trained_run):
     train = [x["mdnrnn/train/loss"] for x in lines if "mdnrnn/train/loss" in x]
     assert np.mean(train[-5:]) < np.mean(train[:5]) - 1.0
     assert results["done_recall"] >= 0.5  # the ends are predictable from z: z[0] > 0.9
+
+    assert results["done_refit"]["val_done_loss"] <= results["done_refit"]["joint_val_done_loss"]
+    assert results["done_loss"] == pytest.approx(results["done_refit"]["val_done_loss"], rel=1e-4)
+
+
+def test_done_refit_fits_a_fresh_head_and_touches_nothing_else(trained_run):
+    run_dir, _ = trained_run
+    episodes, _ = load_latents(run_dir)
+    train, val = split(episodes, val_every=4)
+    batches = SequenceBatches(train, seq_len=10, batch_size=4, seed=0)
+    val_batches = list(SequenceBatches(val, 10, 4, 0).batches(0))
+    model = MDNRNN(**load_checkpoint(run_dir / "mdnrnn" / "ckpt.pt", "MDNRNN")["model_args"])
+    model.load_state_dict(load_checkpoint(run_dir / "mdnrnn" / "ckpt.pt", "MDNRNN")["model"])
+    rest = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("done.")}
+    with torch.no_grad():  # a joint head that predicts the opposite: the refit must replace it
+        model.done.weight.mul_(-1)
+        model.done.bias.fill_(5.0)
+    cpu = torch.device("cpu")
+    before = validate_mdnrnn(model, val_batches, cpu, "float32")
+    found = refit_done_head(model, batches.batches, val_batches, 200, cpu, "float32")
+    after = validate_mdnrnn(model, val_batches, cpu, "float32")
+    assert found["joint_val_done_loss"] == pytest.approx(before["done_loss"], rel=1e-4)
+    assert found["step"] > 0 and found["val_done_loss"] < 0.5 * before["done_loss"]
+    assert after["done_loss"] == pytest.approx(found["val_done_loss"], rel=1e-4)
+    # It reads the states: better than the best constant prediction of the held-out ends.
+    done = torch.cat([b["done"][b["mask"]] for b in val_batches])
+    constant = torch.full_like(done, math.log(10 * done.sum() / (1 - done).sum()))
+    best_constant = model.done_loss(constant, done, torch.ones_like(done, dtype=bool)).item()
+    assert found["val_done_loss"] < 0.8 * best_constant
+    for key, value in model.state_dict().items():
+        if key in rest:
+            assert torch.equal(value, rest[key]), key
+
+
+def test_a_finished_run_is_not_refit_again(trained_run):
+    run_dir, results = trained_run
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    assert "mdnrnn/done_refit/val_done_loss" in metrics
+    assert train_mdnrnn(tiny_config(), run_dir) == results
+    assert (run_dir / "metrics.jsonl").read_text() == metrics
 
 
 @pytest.mark.filterwarnings("ignore:.*Box observation space m..imum value is")

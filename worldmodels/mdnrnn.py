@@ -112,11 +112,7 @@ class MDNRNN(nn.Module):
         loss, logs = z_nll, {"z_nll_per_dim": z_nll.item()}
         mask = batch["mask"]
         if done_logit is not None:
-            pos_weight = torch.tensor(self.done_pos_weight, device=mask.device)
-            bce = F.binary_cross_entropy_with_logits(
-                done_logit.float(), batch["done"], reduction="none", pos_weight=pos_weight
-            )
-            done_loss = masked_mean(bce, mask)
+            done_loss = self.done_loss(done_logit, batch["done"], mask)
             loss = loss + done_loss
             logs["done_loss"] = done_loss.item()
         if reward is not None:
@@ -125,6 +121,14 @@ class MDNRNN(nn.Module):
             logs["reward_loss"] = reward_loss.item()
         logs["loss"] = loss.item()
         return loss, logs
+
+    def done_loss(self, done_logit, done, mask) -> torch.Tensor:
+        """Binary cross-entropy of the done logits, ends weighted by ``done_pos_weight``."""
+        pos_weight = torch.tensor(self.done_pos_weight, device=done_logit.device)
+        bce = F.binary_cross_entropy_with_logits(
+            done_logit.float(), done, reduction="none", pos_weight=pos_weight
+        )
+        return masked_mean(bce, mask)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
