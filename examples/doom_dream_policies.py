@@ -11,7 +11,10 @@ than the game does invites the controller to learn exactly that.
 
 Policies (action in [-1, 1]; the game moves left below -1/3 and right above 1/3):
 ``noop`` 0; ``right`` +1; ``sweep20`` +1 and -1 in turns of 20 steps; ``step_uniform`` a
-new uniform action every step; ``random`` the data policy, uniform held for 1-10 steps.
+new uniform action every step; ``random`` the data policy, uniform held for 1-10 steps;
+``random_snapped`` the data policy with each action snapped to -1, 0 or +1 as the game
+reads it: the same moves in the game, so a dream that has learnt the game's thresholds
+scores it as ``random``.
 
 With the damage flash shown (the default), it then counts hits (onsets of the red flash)
 of the data policy: in the run's stored held-out episodes, and in dreams at tau 1.0,
@@ -31,7 +34,7 @@ from worldmodels.dream import DONE_MODES, Dream
 from worldmodels.envs import HeldUniformPolicy, make_env
 from worldmodels.rollouts import episode_paths, held_out, read_episode
 
-POLICIES = ("noop", "right", "sweep20", "step_uniform", "random")
+POLICIES = ("noop", "right", "sweep20", "step_uniform", "random", "random_snapped")
 
 
 def fixed_action(policy: str, t: torch.Tensor) -> torch.Tensor | None:
@@ -43,6 +46,11 @@ def fixed_action(policy: str, t: torch.Tensor) -> torch.Tensor | None:
     if policy == "sweep20":
         return torch.where((t // 20) % 2 == 0, 1.0, -1.0).unsqueeze(1)
     return None
+
+
+def snap(action):
+    """-1, 0 or +1: the move the game makes of an action in [-1, 1] (numpy or torch)."""
+    return (action > 1 / 3) * 1.0 - (action < -1 / 3) * 1.0
 
 
 def real_lengths(policy: str, episodes: int, seed: int, env_kwargs: dict) -> np.ndarray:
@@ -60,6 +68,7 @@ def real_lengths(policy: str, episodes: int, seed: int, env_kwargs: dict) -> np.
                 action = rng.uniform(-1, 1, 1).astype(np.float32)
             else:
                 action = held(None)
+                action = snap(action) if policy == "random_snapped" else action
             _, _, terminated, truncated, _ = env.step(action)
             done = terminated or truncated
         lengths.append(steps)
@@ -79,7 +88,8 @@ def dream_lengths(dream: Dream, policy: str, n: int, seed: int) -> np.ndarray:
             return action
         if policy == "step_uniform":
             return torch.rand(len(index), 1, generator=gen) * 2 - 1
-        return held(obs, index)
+        action = held(obs, index)
+        return snap(action) if policy == "random_snapped" else action
 
     return dream.rollout(act, n, gen)[1].numpy()
 

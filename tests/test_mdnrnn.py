@@ -129,7 +129,7 @@ def test_done_refit_fits_a_fresh_head_and_touches_nothing_else(trained_run):
         model.done.bias.fill_(5.0)
     cpu = torch.device("cpu")
     before = validate_mdnrnn(model, val_batches, cpu, "float32")
-    found = refit_done_head(model, batches.batches, val_batches, 200, cpu, "float32")
+    found = refit_done_head(model, batches.batches(0), val_batches, 200, cpu, "float32")
     after = validate_mdnrnn(model, val_batches, cpu, "float32")
     assert found["joint_val_done_loss"] == pytest.approx(before["done_loss"], rel=1e-4)
     assert found["step"] > 0 and found["val_done_loss"] < 0.5 * before["done_loss"]

@@ -122,13 +122,14 @@ class MDNRNN(nn.Module):
         logs["loss"] = loss.item()
         return loss, logs
 
-    def done_loss(self, done_logit, done, mask) -> torch.Tensor:
-        """Binary cross-entropy of the done logits, ends weighted by ``done_pos_weight``."""
+    def done_loss(self, done_logit, done, mask=None) -> torch.Tensor:
+        """Binary cross-entropy of the done logits, ends weighted by ``done_pos_weight``,
+        averaged over the steps where ``mask`` is True (all without a mask)."""
         pos_weight = torch.tensor(self.done_pos_weight, device=done_logit.device)
         bce = F.binary_cross_entropy_with_logits(
             done_logit.float(), done, reduction="none", pos_weight=pos_weight
         )
-        return masked_mean(bce, mask)
+        return bce.mean() if mask is None else masked_mean(bce, mask)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
