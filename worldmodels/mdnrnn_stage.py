@@ -7,7 +7,9 @@ recall), metrics.jsonl lines mdnrnn/train/* and mdnrnn/val/*.
 Every epoch cuts each episode into windows of ``seq_len`` steps at a new random offset,
 so every transition is seen once per epoch; windows are shuffled, batched and padded to
 the longest in the batch, and the padding is masked out of every loss term. z is drawn
-afresh from the stored mu / log-variance for every batch, as the original.
+afresh from the stored mu / log-variance for every batch, as the original. After training,
+the done head is refit on the frozen LSTM's states with early stopping on the held-out
+episodes (``refit_done_head``), because trained jointly it overfits the episode ends.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
         validate=lambda: validate_mdnrnn(model, val_batches, device, precision),
         desc="mdnrnn",
     )
-    if config.done_refit_steps and "done_refit" not in progress:
+    if config.done_refit_steps and model.done is not None and "done_refit" not in progress:
         progress["done_refit"] = refit_done_head(
             model, batches.batches(0), val_batches, config.done_refit_steps, device, precision,
             log=log, seed=config.seed,
