@@ -39,7 +39,7 @@ from worldmodels.runtime import (
     pick_device,
     seed_everything,
 )
-from worldmodels.train import fit, save_checkpoint
+from worldmodels.train import fit, save_checkpoint, to_device
 
 
 @dataclass
@@ -171,7 +171,7 @@ def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config, step))
     batches = SequenceBatches(train, config.seq_len, config.batch_size, config.seed)
     val_batches = list(SequenceBatches(val, config.seq_len, config.batch_size, 0).batches(0))
-    probe = {k: v.to(device) for k, v in val_batches[0].items()}
+    probe = to_device(val_batches[0], device)
     precision = choose_precision(config.precision, device, lambda: model.loss(probe)[0].backward())
     print(f"mdnrnn: {len(train)} training / {len(val)} held-out episodes, {device}, {precision}")
     log = MetricsLog(run_dir / "metrics.jsonl", "mdnrnn")
@@ -299,7 +299,7 @@ def _states_and_ends(
     ``batches`` (at most ``max_states`` of them), and whether each step ends its episode."""
     states, ends, count = [], [], 0
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with autocast(device, precision):
             out, _ = model.lstm(model.inputs(batch["z"], batch["action"], batch["restart"]))
         states.append(out.float()[batch["mask"]])
@@ -316,7 +316,7 @@ def validate_mdnrnn(model: MDNRNN, batches: list[dict], device, precision: str) 
     model.eval()
     sums, steps, tp, fp, fn = {}, 0, 0, 0, 0
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with autocast(device, precision):
             _, logs = model.loss(batch)
             _, done_logit, _, _ = model(batch["z"], batch["action"], batch["restart"])
