@@ -31,7 +31,7 @@ import torch
 from worldmodels.artifacts import load_vae, run_env
 from worldmodels.calibrate import HeldUniform
 from worldmodels.dream import DONE_MODES, Dream
-from worldmodels.envs import HeldUniformPolicy, make_env
+from worldmodels.envs import DoomTakeCover, HeldUniformPolicy, make_env
 from worldmodels.rollouts import episode_paths, held_out, read_episode
 
 POLICIES = ("noop", "right", "sweep20", "step_uniform", "random", "random_snapped")
@@ -46,11 +46,6 @@ def fixed_action(policy: str, t: torch.Tensor) -> torch.Tensor | None:
     if policy == "sweep20":
         return torch.where((t // 20) % 2 == 0, 1.0, -1.0).unsqueeze(1)
     return None
-
-
-def snap(action):
-    """-1, 0 or +1: the move the game makes of an action in [-1, 1] (numpy or torch)."""
-    return (action > 1 / 3) * 1.0 - (action < -1 / 3) * 1.0
 
 
 def real_lengths(policy: str, episodes: int, seed: int, env_kwargs: dict) -> np.ndarray:
@@ -68,7 +63,7 @@ def real_lengths(policy: str, episodes: int, seed: int, env_kwargs: dict) -> np.
                 action = rng.uniform(-1, 1, 1).astype(np.float32)
             else:
                 action = held(None)
-                action = snap(action) if policy == "random_snapped" else action
+                action = DoomTakeCover.move(action) if policy == "random_snapped" else action
             _, _, terminated, truncated, _ = env.step(action)
             done = terminated or truncated
         lengths.append(steps)
@@ -89,7 +84,7 @@ def dream_lengths(dream: Dream, policy: str, n: int, seed: int) -> np.ndarray:
         if policy == "step_uniform":
             return torch.rand(len(index), 1, generator=gen) * 2 - 1
         action = held(obs, index)
-        return snap(action) if policy == "random_snapped" else action
+        return DoomTakeCover.move(action) if policy == "random_snapped" else action
 
     return dream.rollout(act, n, gen)[1].numpy()
 

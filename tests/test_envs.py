@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from worldmodels.envs import FRAME_SHAPE, GAMES, HeldUniformPolicy, get_game, make_env
 
@@ -66,6 +67,11 @@ def test_doom_action_mapping_uses_buttons_not_order(doom):
     }
     for value, expected in cases.items():
         assert doom.discrete_action(np.array([value], np.float32)) == expected, value
+    # The same rule, batched (numpy or torch): -1 left, 0 stay, +1 right.
+    moves = {doom.left: -1.0, doom.noop: 0.0, doom.right: 1.0}
+    values = np.array(list(cases), np.float32)
+    np.testing.assert_array_equal(doom.move(values), [moves[a] for a in cases.values()])
+    assert doom.move(torch.from_numpy(values)).tolist() == [moves[a] for a in cases.values()]
 
 
 def test_doom_left_and_right_move_the_player(doom):

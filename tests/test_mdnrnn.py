@@ -136,7 +136,8 @@ def test_done_refit_fits_a_fresh_head_and_touches_nothing_else(trained_run):
     assert after["done_loss"] == pytest.approx(found["val_done_loss"], rel=1e-4)
     # It reads the states: better than the best constant prediction of the held-out ends.
     done = torch.cat([b["done"][b["mask"]] for b in val_batches])
-    constant = torch.full_like(done, math.log(10 * done.sum() / (1 - done).sum()))
+    odds = model.done_pos_weight * done.sum() / (1 - done).sum()  # the best constant logit
+    constant = torch.full_like(done, math.log(odds))
     best_constant = model.done_loss(constant, done).item()
     assert found["val_done_loss"] < 0.8 * best_constant
     for key, value in model.state_dict().items():
@@ -196,6 +197,30 @@ def test_same_seed_same_dream_and_temperature_widens_spread(trained_run):
     assert torch.equal(a, b) and not torch.equal(a, c)
     spread = {tau: trajectories(0, tau).std(0).mean().item() for tau in (0.1, 1.0, 1.6)}
     assert spread[0.1] < spread[1.0] < spread[1.6]
+
+
+def test_dream_step_is_m_over_the_sequence_and_bf16_stays_close(trained_run):
+    run_dir, _ = trained_run
+    dream = Dream.from_run_dir(run_dir)
+    state = dream.reset(32, torch.Generator().manual_seed(0))
+    zs, actions = [state.z], torch.rand(3, 32, 1) * 2 - 1
+    for action in actions:
+        state, *_ = dream.step(state, action, torch.Generator().manual_seed(1))
+        zs.append(state.z)
+    # Teacher-forced over the dream's own z's: the same LSTM state, restart flag included.
+    restart = torch.zeros(32, 3, dtype=torch.bool)
+    restart[:, 0] = True
+    z = torch.stack(zs[:3], 1)
+    with torch.no_grad():
+        out, (h, c) = dream.mdnrnn.states(z, actions.transpose(0, 1), restart)
+    torch.testing.assert_close(out[:, -1], state.h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c[0], state.c, rtol=1e-5, atol=1e-5)
+    bf16 = Dream.from_run_dir(run_dir, precision="bfloat16")
+    first = bf16.step(bf16.reset(32, torch.Generator().manual_seed(0)), actions[0])[0]
+    exact = dream.step(dream.reset(32, torch.Generator().manual_seed(0)), actions[0])[0]
+    assert first.h.dtype == torch.float32
+    torch.testing.assert_close(first.h, exact.h, rtol=0, atol=0.03)
+    assert (first.h - exact.h).abs().max() > 0  # it did compute in bf16
 
 
 def test_rollout_drops_finished_dreams(trained_run):

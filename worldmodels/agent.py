@@ -60,10 +60,8 @@ class Agent:
                 action = self.controller.act(w, obs)
             if record:
                 frames.append(self._side_by_side(frame, mu, predicted))
-            _, (h, c) = self.mdnrnn.lstm(
-                self.mdnrnn.inputs(mu, action, torch.tensor([steps == 0]))[:, None],
-                (h[None], c[None]),
-            )
+            restart, state = torch.tensor([[steps == 0]]), (h[None], c[None])
+            _, (h, c) = self.mdnrnn.states(mu[:, None], action[:, None], restart, state)
             h, c = h[0], c[0]
             if record:
                 predicted = self.mdnrnn.mdn(h).mode()

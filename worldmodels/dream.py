@@ -137,9 +137,9 @@ class Dream:
                 f"got {tuple(action.shape)}"
             )
         m = self.mdnrnn
-        x = m.inputs(state.z, action.to(state.z.dtype), state.t == 0).to(self.dtype)  # (n, I)
         hc = (state.h.unsqueeze(0).to(self.dtype), state.c.unsqueeze(0).to(self.dtype))
-        _, (h, c) = m.lstm(x.unsqueeze(1), hc)
+        restart = (state.t == 0).unsqueeze(1)
+        _, (h, c) = m.states(state.z.unsqueeze(1), action.to(state.z).unsqueeze(1), restart, hc)
         params, done_logit, reward = m.heads(h.squeeze(0))  # mixture params in float32
         h, c = h.squeeze(0).float(), c.squeeze(0).float()  # (n, H)
         done_logit = done_logit.float()

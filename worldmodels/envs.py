@@ -66,14 +66,16 @@ class DoomTakeCover(gym.Wrapper):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.noop, self.right, self.left = _doom_action_indices(env.unwrapped)
 
+    @staticmethod
+    def move(action):
+        """-1 (left), 0 (stay) or +1 (right): the move of actions in [-1, 1], elementwise
+        (numpy or torch)."""
+        return (action > 1 / 3) * 1.0 - (action < -1 / 3) * 1.0
+
     def discrete_action(self, action: np.ndarray) -> int:
         """The wrapped env's discrete action for a scalar in [-1, 1]."""
-        a = float(np.asarray(action).reshape(-1)[0])
-        if a < -1 / 3:
-            return self.left
-        if a > 1 / 3:
-            return self.right
-        return self.noop
+        move = self.move(float(np.asarray(action).reshape(-1)[0]))
+        return {-1.0: self.left, 0.0: self.noop, 1.0: self.right}[move]
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)

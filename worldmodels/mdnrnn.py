@@ -88,8 +88,15 @@ class MDNRNN(nn.Module):
             ``[B, T, z_size, K]``; done logits and rewards ``[B, T]`` (None without the
             head); the final LSTM state.
         """
-        out, state = self.lstm(self.inputs(z, action, restart), state)  # (B, T, H)
+        out, state = self.states(z, action, restart, state)
         return (*self.heads(out), state)
+
+    def states(self, z, action, restart=None, state=None):
+        """The LSTM's hidden states ``[B, T, H]`` over sequences, and its final ``(h, c)``
+        (arguments as ``forward``). Inputs are cast to the LSTM's dtype, so a model cast
+        to bfloat16 (the dream's bf16 mode) takes float32 z and actions."""
+        x = self.inputs(z, action, restart).to(self.lstm.weight_ih_l0.dtype)
+        return self.lstm(x, state)
 
     def heads(self, h: torch.Tensor):
         """Mixture params, done logit and reward predicted from hidden states ``[..., H]``."""

@@ -301,7 +301,7 @@ def _states_and_ends(
     for batch in batches:
         batch = to_device(batch, device)
         with autocast(device, precision):
-            out, _ = model.lstm(model.inputs(batch["z"], batch["action"], batch["restart"]))
+            out, _ = model.states(batch["z"], batch["action"], batch["restart"])
         states.append(out.float()[batch["mask"]])
         ends.append(batch["done"][batch["mask"]])
         count += len(states[-1])
