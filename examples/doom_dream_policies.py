@@ -1,7 +1,7 @@
 """Does the Doom dream tell blind policies apart as the real game does?
 
 The calibration (stage ``mdnrnn``) compares two policies, no-op and the random data
-policy. This script widens the check to five blind DoomTakeCover policies and prints
+policy. This script widens the check to six blind DoomTakeCover policies and prints
 their mean survival in the real game and in the run's dream (by both done rules, at
 temperatures 1.0 and 1.15), each dream mean also as a ratio to the real one. A faithful
 dream keeps the real game's order; a dream that rewards, say, holding one direction more
@@ -29,64 +29,51 @@ import numpy as np
 import torch
 
 from worldmodels.artifacts import load_vae, run_env
-from worldmodels.calibrate import HeldUniform
+from worldmodels.calibrate import HeldUniform, NoOp, dream_lengths, real_lengths
 from worldmodels.dream import DONE_MODES, Dream
-from worldmodels.envs import DoomTakeCover, HeldUniformPolicy, make_env
+from worldmodels.envs import DoomTakeCover
 from worldmodels.rollouts import episode_paths, held_out, read_episode
 
-POLICIES = ("noop", "right", "sweep20", "step_uniform", "random", "random_snapped")
+GAME = "doom_takecover"
 
 
-def fixed_action(policy: str, t: torch.Tensor) -> torch.Tensor | None:
-    """The action of the policies that need no random numbers, at steps ``t`` (1, 2, ...)."""
-    if policy == "noop":
-        return torch.zeros(len(t), 1)
-    if policy == "right":
-        return torch.ones(len(t), 1)
-    if policy == "sweep20":
-        return torch.where((t // 20) % 2 == 0, 1.0, -1.0).unsqueeze(1)
-    return None
+class Right(NoOp):
+    def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
+        return torch.ones(len(index), 1)
 
 
-def real_lengths(policy: str, episodes: int, seed: int, env_kwargs: dict) -> np.ndarray:
-    env, lengths = make_env("doom_takecover", **env_kwargs), []
-    for i in range(episodes):
-        rng = np.random.default_rng([seed, i])
-        env.reset(seed=int(rng.integers(2**31)))
-        held, steps, done = HeldUniformPolicy(rng), 0, False
-        while not done:
-            steps += 1
-            action = fixed_action(policy, torch.tensor([steps]))
-            if action is not None:
-                action = action[0].numpy()
-            elif policy == "step_uniform":
-                action = rng.uniform(-1, 1, 1).astype(np.float32)
-            else:
-                action = held(None)
-                action = DoomTakeCover.move(action) if policy == "random_snapped" else action
-            _, _, terminated, truncated, _ = env.step(action)
-            done = terminated or truncated
-        lengths.append(steps)
-    env.close()
-    return np.array(lengths)
+class Sweep20:
+    """+1 for 20 steps, then -1 for 20, and so on (the first turn is 19 steps)."""
+
+    def __init__(self, n: int, low, high, generator=None):
+        self.t = torch.zeros(n, dtype=torch.long)
+
+    def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
+        self.t[index] += 1
+        return torch.where((self.t[index] // 20) % 2 == 0, 1.0, -1.0).unsqueeze(1)
 
 
-def dream_lengths(dream: Dream, policy: str, n: int, seed: int) -> np.ndarray:
-    gen = torch.Generator().manual_seed(seed)
-    held = HeldUniform(n, torch.tensor([-1.0]), torch.tensor([1.0]), gen)
-    t = torch.zeros(n, dtype=torch.long)
+class StepUniform:
+    def __init__(self, n: int, low, high, generator=None):
+        self.generator = generator
 
-    def act(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        t[index] += 1
-        action = fixed_action(policy, t[index])
-        if action is not None:
-            return action
-        if policy == "step_uniform":
-            return torch.rand(len(index), 1, generator=gen) * 2 - 1
-        action = held(obs, index)
-        return DoomTakeCover.move(action) if policy == "random_snapped" else action
+    def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
+        return torch.rand(len(index), 1, generator=self.generator) * 2 - 1
 
-    return dream.rollout(act, n, gen)[1].numpy()
+
+class Snapped(HeldUniform):
+    def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
+        return DoomTakeCover.move(super().__call__(obs, index))
+
+
+POLICIES = {
+    "noop": NoOp,
+    "right": Right,
+    "sweep20": Sweep20,
+    "step_uniform": StepUniform,
+    "random": HeldUniform,
+    "random_snapped": Snapped,
+}
 
 
 def flash_onsets(frames: np.ndarray) -> int:
@@ -140,11 +127,11 @@ def main() -> None:
     }
     print(f"mean survival (steps): real over {args.episodes} episodes, dream over "
           f"{args.dreams}; in brackets dream / real")  # fmt: skip
-    for policy in POLICIES:
-        real = real_lengths(policy, args.episodes, args.seed, env_kwargs).mean()
-        line = f"{policy:13s} real {real:6.1f}"
+    for name, policy in POLICIES.items():
+        real = real_lengths(GAME, policy, args.episodes, args.seed, **env_kwargs)[0].mean()
+        line = f"{name:14s} real {real:6.1f}"
         for (done, tau), dream in dreams.items():
-            mean = dream_lengths(dream, policy, args.dreams, args.seed).mean()
+            mean = dream_lengths(dream, GAME, policy, args.dreams, args.seed)[0].mean()
             line += f" | {done} {tau}: {mean:6.1f} ({mean / real:.2f})"
         print(line, flush=True)
     if env_kwargs.get("screen_flashes"):

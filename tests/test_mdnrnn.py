@@ -264,7 +264,7 @@ def test_mismatched_checkpoint_and_latents_are_refused(trained_run, tmp_path):
 
 
 def test_calibration_scores_both_worlds(trained_run):
-    from worldmodels.calibrate import calibrate, real_lengths, report
+    from worldmodels.calibrate import HeldUniform, calibrate, real_lengths, report
 
     run_dir, _ = trained_run
     result = calibrate(Dream.from_run_dir(run_dir), "doom_takecover", episodes=4)
@@ -277,6 +277,29 @@ def test_calibration_scores_both_worlds(trained_run):
         assert 1 <= result[policy]["dream_sample_length_mean"] <= 2100
     assert result["done"] == "logit"
     assert "(" in report(result).splitlines()[1]  # the other done rule, in brackets
-    a, _ = real_lengths("doom_takecover", "random", 3, seed=5)
-    b, _ = real_lengths("doom_takecover", "random", 3, seed=5)
+    a, _ = real_lengths("doom_takecover", HeldUniform, 3, seed=5)
+    b, _ = real_lengths("doom_takecover", HeldUniform, 3, seed=5)
     assert (a == b).all()
+
+
+def test_calibration_takes_any_blind_policy(trained_run):
+    from worldmodels.calibrate import calibrate, report
+
+    run_dir, _ = trained_run
+    calls = []  # (dreams the policy was made for, dreams asked for)
+
+    class Right:
+        def __init__(self, n, low, high, generator=None):
+            self.n = n
+
+        def __call__(self, obs, index):
+            calls.append((self.n, len(index)))
+            return torch.ones(len(index), 1)
+
+    dream = Dream.from_run_dir(run_dir, max_steps=50)
+    result = calibrate(dream, "doom_takecover", episodes=2, policies={"right": Right})
+    assert result["policies"] == ["right"] and "right" in report(result)
+    r = result["right"]
+    assert calls.count((1, 1)) == 2 * r["real_length_mean"]  # the real game: a call a step
+    dream_steps = sum(k for n, k in calls if n == 2)  # both done rules' dreams
+    assert dream_steps == 2 * (r["dream_length_mean"] + r["dream_sample_length_mean"])

@@ -1,14 +1,17 @@
 """Is the dream calibrated? Fixed simple policies, scored in the real game and in the dream.
 
 A dream in which the random policy lives five times longer than in the real game is a
-dream whose high scores mean nothing. Two blind policies are played N episodes each in
-both worlds, with fixed seeds:
+dream whose high scores mean nothing. Blind policies (they ignore what they see) are
+played N episodes each in both worlds, with fixed seeds; by default two:
 
 - ``noop``: always the zero action (Doom: stand still; CarRacing: no gas, no steering);
 - ``random``: the data policy's blind part, a uniform action in [-1, 1] (gas and brake
   in [0, 1] for CarRacing) held for 1-10 steps.
 
-The mean episode lengths (and returns) of both worlds go to mdnrnn/calibration.json.
+A blind policy is a class made as ``Policy(n, low, high, generator)`` for n dreams (one
+real episode: n = 1) whose instances map ``(obs, index)`` to actions ``[len(index), A]``,
+as ``Dream.rollout`` asks; ``examples/doom_dream_policies.py`` brings six. The mean
+episode lengths (and returns) of both worlds go to mdnrnn/calibration.json.
 """
 
 from __future__ import annotations
@@ -22,18 +25,26 @@ import torch
 from worldmodels.dream import DONE_MODES, Dream
 from worldmodels.envs import make_env
 
-POLICIES = ("noop", "random")
+
+class NoOp:
+    """The zero action, always."""
+
+    def __init__(self, n: int, low: torch.Tensor, high: torch.Tensor, generator=None):
+        self.action_dim = len(low)
+
+    def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(index), self.action_dim)
 
 
 class HeldUniform:
-    """Batched: a uniform action per dream, held for 1-10 steps (dream i keeps its own)."""
+    """A uniform action in [low, high] per dream, held for 1-10 steps (dream i keeps its own)."""
 
     def __init__(self, n: int, low: torch.Tensor, high: torch.Tensor, generator=None):
         self.low, self.high, self.generator = low, high, generator
         self.action = torch.zeros(n, len(low))
         self.left = torch.zeros(n, dtype=torch.long)
 
-    def __call__(self, obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
         redraw = index[self.left[index] == 0]
         if len(redraw):
             u = torch.rand(len(redraw), len(self.low), generator=self.generator)
@@ -43,29 +54,31 @@ class HeldUniform:
         return self.action[index]
 
 
+POLICIES = {"noop": NoOp, "random": HeldUniform}
+
+
 @functools.cache  # starting a game only to read its action space: once per game
-def _action_range(game_name: str) -> tuple[np.ndarray, np.ndarray]:
+def action_range(game_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high) of the game's action space."""
     env = make_env(game_name)
     low, high = env.action_space.low, env.action_space.high
     env.close()
-    return low.astype(np.float32), high.astype(np.float32)
+    return torch.from_numpy(low.astype(np.float32)), torch.from_numpy(high.astype(np.float32))
 
 
-def real_lengths(game_name: str, policy: str, episodes: int, seed: int = 0, **env_kwargs):
-    """(lengths, returns) of ``policy`` in the real game, episode i seeded from (seed, i)."""
+def real_lengths(game_name: str, policy: type, episodes: int, seed: int = 0, **env_kwargs):
+    """(lengths, returns) of blind ``policy`` in the real game; episode i is seeded (game
+    and policy) from (seed, i)."""
     env = make_env(game_name, **env_kwargs)
-    low, high = env.action_space.low, env.action_space.high
-    lengths, returns = [], []
+    low, high = action_range(game_name)
+    lengths, returns, only = [], [], torch.zeros(1, dtype=torch.long)
     for i in range(episodes):
         rng = np.random.default_rng([seed, i])
         env.reset(seed=int(rng.integers(2**31)))
-        total, steps, left, action, done = 0.0, 0, 0, np.zeros_like(low), False
+        act = policy(1, low, high, torch.Generator().manual_seed(int(rng.integers(2**62))))
+        total, steps, done = 0.0, 0, False
         while not done:
-            if policy == "random" and left == 0:
-                action = rng.uniform(low, high).astype(np.float32)
-                left = int(rng.integers(1, 11))
-            left -= 1
-            _, reward, terminated, truncated, _ = env.step(action)
+            _, reward, terminated, truncated, _ = env.step(act(None, only)[0].numpy())
             total, steps, done = total + reward, steps + 1, terminated or truncated
         lengths.append(steps)
         returns.append(total)
@@ -73,20 +86,21 @@ def real_lengths(game_name: str, policy: str, episodes: int, seed: int = 0, **en
     return np.array(lengths), np.array(returns)
 
 
-def dream_lengths(dream: Dream, game_name: str, policy: str, episodes: int, seed: int = 0):
-    """(lengths, returns) of ``policy`` in ``episodes`` dreams, as one batch."""
+def dream_lengths(dream: Dream, game_name: str, policy: type, episodes: int, seed: int = 0):
+    """(lengths, returns) of blind ``policy`` in ``episodes`` dreams, as one batch."""
     gen = torch.Generator().manual_seed(seed)
-    low, high = (torch.from_numpy(x) for x in _action_range(game_name))
-    if policy == "noop":
-        act = lambda obs, index: torch.zeros(len(index), dream.action_dim)  # noqa: E731
-    else:
-        act = HeldUniform(episodes, low, high, gen)
+    act = policy(episodes, *action_range(game_name), gen)
     returns, lengths = dream.rollout(act, episodes, gen)
     return lengths.numpy(), returns.numpy()
 
 
 def calibrate(
-    dream: Dream, game_name: str, episodes: int = 100, seed: int = 0, env: dict | None = None
+    dream: Dream,
+    game_name: str,
+    episodes: int = 100,
+    seed: int = 0,
+    env: dict | None = None,
+    policies: dict[str, type] = POLICIES,
 ) -> dict:
     """Mean and std of episode length and return of each policy in both worlds.
 
@@ -98,18 +112,19 @@ def calibrate(
     other = copy.copy(dream)
     other.done_mode = next(m for m in DONE_MODES if m != dream.done_mode)
     result = {}
-    for policy in POLICIES:
+    for name, policy in policies.items():
         worlds = {
             "real": real_lengths(game_name, policy, episodes, seed, **(env or {})),
             "dream": dream_lengths(dream, game_name, policy, episodes, seed),
             f"dream_{other.done_mode}": dream_lengths(other, game_name, policy, episodes, seed),
         }
-        result[policy] = {
-            f"{world}_{name}_{stat}": float(fn(values))
+        result[name] = {
+            f"{world}_{measure}_{stat}": float(fn(values))
             for world, (lengths, returns) in worlds.items()
-            for name, values in (("length", lengths), ("return", returns))
+            for measure, values in (("length", lengths), ("return", returns))
             for stat, fn in (("mean", np.mean), ("std", np.std))
         }
+    result["policies"] = list(policies)
     result["done"] = dream.done_mode
     result["temperature"] = dream.temperature
     result["episodes"] = episodes
@@ -122,10 +137,12 @@ def report(result: dict) -> str:
     other = next(m for m in DONE_MODES if m != done)
     lines = [f"calibration at temperature {result['temperature']}, {result['episodes']} episodes "
              f"(dream: done by {done}; in brackets by {other}):"]  # fmt: skip
-    for policy in POLICIES:
+    policies = result.get("policies", list(POLICIES))
+    width = max(map(len, policies))
+    for policy in policies:
         r = result[policy]
         line = (
-            f"  {policy:6s} mean length real {r['real_length_mean']:7.1f} +- "
+            f"  {policy:{width}s} mean length real {r['real_length_mean']:7.1f} +- "
             f"{r['real_length_std']:.0f}   dream {r['dream_length_mean']:7.1f} +- "
             f"{r['dream_length_std']:.0f}"
         )
