@@ -78,8 +78,7 @@ POLICIES = {
 
 def flash_onsets(frames: np.ndarray) -> int:
     """Hits in a run of frames ``[T, 64, 64, 3]``: steps where the red flash comes on."""
-    red = frames[..., 0].mean((1, 2)) - frames[..., 1].mean((1, 2))  # about 100-190 in a flash
-    on = red > 60
+    on = DoomTakeCover.flashed(frames)
     return int(on[0] + (on[1:] & ~on[:-1]).sum())
 
 
@@ -88,7 +87,7 @@ def real_hits(run_dir: str) -> tuple[int, int, int]:
     paths = [p for p in episode_paths(f"{run_dir}/rollouts") if held_out(int(p.stem), 20)]
     hits = steps = 0
     for path in paths:
-        obs = read_episode(path)["obs"].astype(np.float32)
+        obs = read_episode(path)["obs"]
         hits, steps = hits + flash_onsets(obs), steps + len(obs)
     return len(paths), hits, steps
 

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.envs import FRAME_SHAPE, GAMES, HeldUniformPolicy, get_game, make_env
+from worldmodels.envs import (
+    FRAME_SHAPE,
+    GAMES,
+    DoomTakeCover,
+    HeldUniformPolicy,
+    get_game,
+    make_env,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +133,10 @@ def test_doom_random_policy_score_matches_paper_difficulty():
     assert _random_policy_score(skill=5, episodes=10) < 120
 
 
-def _redness_after_hits(screen_flashes: bool) -> list[float]:
-    """Mean red minus green of the frames of the 5 steps after each hit that did not kill."""
+def _frames_after_hits(screen_flashes: bool) -> list[np.ndarray]:
+    """The frames of the 5 steps after each hit that did not kill, ``[5, 64, 64, 3]`` each."""
     env = make_env("doom_takecover", screen_flashes=screen_flashes)
-    vizdoom_game, redness = env.unwrapped.game, []
+    vizdoom_game, after = env.unwrapped.game, []
     for seed in range(4):
         env.reset(seed=seed)
         health, frames, hits, done = 100.0, [], [], False
@@ -141,18 +148,25 @@ def _redness_after_hits(screen_flashes: bool) -> list[float]:
             if not done and now < health:
                 hits.append(len(frames) - 1)  # index of the frame that shows the hit
             health = now
-        redness = [float((f[..., 0] - f[..., 1]).mean()) for i in hits for f in frames[i : i + 5]]
-        if redness:
+        after = [np.stack(frames[i : i + 5]) for i in hits]
+        if after:
             break
     env.close()
-    return redness
+    return after
 
 
 def test_doom_screen_flashes_show_hits():
     # A hit that does not kill shows only as Doom's red flash (the HUD is cropped away).
-    with_flash, without = _redness_after_hits(True), _redness_after_hits(False)
-    assert with_flash and max(with_flash) > 90
-    assert without and max(without) < 40
+    with_flash, without = _frames_after_hits(True), _frames_after_hits(False)
+    assert with_flash and without
+
+    def redness(hits):
+        return max(float((f[..., 0] - f[..., 1]).mean()) for frames in hits for f in frames)
+
+    assert redness(with_flash) > 90 and redness(without) < 40
+    # The detector the examples count hits with sees every one, and none without the flash.
+    assert all(DoomTakeCover.flashed(frames).any() for frames in with_flash)
+    assert not any(DoomTakeCover.flashed(frames).any() for frames in without)
 
 
 def test_same_seed_same_frames(doom):
