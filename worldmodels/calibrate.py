@@ -57,20 +57,25 @@ class HeldUniform:
 POLICIES = {"noop": NoOp, "random": HeldUniform}
 
 
+def _bounds(space) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high) of a Box action space, as float32 tensors."""
+    return tuple(torch.from_numpy(x.astype(np.float32)) for x in (space.low, space.high))
+
+
 @functools.cache  # starting a game only to read its action space: once per game
 def action_range(game_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(low, high) of the game's action space."""
     env = make_env(game_name)
-    low, high = env.action_space.low, env.action_space.high
+    bounds = _bounds(env.action_space)
     env.close()
-    return torch.from_numpy(low.astype(np.float32)), torch.from_numpy(high.astype(np.float32))
+    return bounds
 
 
 def real_lengths(game_name: str, policy: type, episodes: int, seed: int = 0, **env_kwargs):
     """(lengths, returns) of blind ``policy`` in the real game; episode i is seeded (game
     and policy) from (seed, i)."""
     env = make_env(game_name, **env_kwargs)
-    low, high = action_range(game_name)
+    low, high = _bounds(env.action_space)
     lengths, returns, only = [], [], torch.zeros(1, dtype=torch.long)
     for i in range(episodes):
         rng = np.random.default_rng([seed, i])
