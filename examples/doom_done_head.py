@@ -150,13 +150,13 @@ def main() -> None:
     print(f"no hit lands: {(~landed).sum()} steps, head's mean p(end) {p[~landed].mean():.4f}; "
           "k steps before a hit lands: " + ", ".join(
               f"k={k} {p[to_hit == k].mean():.3f}" for k in range(1, LEAD)))  # fmt: skip
-    found = (counting_fires & ends).sum()
     print(f"M's done head (logit > 0): {scores(model, logits, ends)}")
     if args.probe_frames:
         train = [e for e in episodes if not held_out(e["index"], val_every)]
         probe = frame_probe(model, train, val, args.probe_frames)
         print(f"a probe reading V's latents of the last {args.probe_frames} frame(s) and the "
               f"action: {scores(model, probe, ends)}")  # fmt: skip
+    found = (counting_fires & ends).sum()
     precision = found / max(counting_fires.sum(), 1)
     print(f"a head that knew when hits land and counted them: precision {precision:.2f}, "
           f"recall {found / ends.sum():.2f}")  # fmt: skip
