@@ -63,6 +63,13 @@ def test_smoke_experiment_runs_every_stage(smoke_run):
 
 def test_rerun_skips_and_changed_settings_are_refused(smoke_run):
     run_dir, _ = smoke_run
+    # as recorded before collect.policy existed: a setting added since, at its default, is
+    # what was done before it, so nothing counts as changed
+    path = run_dir / "stages.json"
+    status = json.loads(path.read_text())
+    for entry in status.values():
+        del entry["settings"]["collect"]["policy"]
+    path.write_text(json.dumps(status))
     again = cli("run", SMOKE, f"run_dir={run_dir}")
     assert again.returncode == 0
     assert again.stdout.count("done already, skipped") == 6
@@ -71,6 +78,8 @@ def test_rerun_skips_and_changed_settings_are_refused(smoke_run):
     assert "stage vae: its outputs" in changed.stderr
     assert "vae.max_steps (20 -> 21)" in changed.stderr
     assert len(changed.stderr.strip().splitlines()) == 1
+    changed = cli("vae", SMOKE, f"run_dir={run_dir}", "collect.policy.max_hold=20")
+    assert changed.returncode == 2 and "collect.policy.max_hold (None -> 20)" in changed.stderr
     report = cli("report", str(run_dir))
     assert report.returncode == 0 and "| evaluate | done |" in report.stdout
 

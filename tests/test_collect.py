@@ -45,13 +45,38 @@ def test_collect_writes_episodes_and_meta(tmp_path):
     assert collect(CollectConfig(episodes=3, workers=0), tmp_path)["new_episodes"] == 0
 
 
-def test_doom_policy_holds_actions_for_1_to_10_steps(tmp_path):
-    collect(CollectConfig(episodes=2, workers=0), tmp_path)
-    for path in episode_paths(tmp_path):
+def _holds(out_dir) -> np.ndarray:
+    """How many steps each action of the stored episodes was held (not the last, maybe cut)."""
+    holds = []
+    for path in episode_paths(out_dir):
         action = read_episode(path)["action"][:, 0]
         changes = np.flatnonzero(np.diff(action) != 0) + 1
-        runs = np.diff(np.concatenate([[0], changes, [len(action)]]))[:-1]  # last run may be cut
-        assert runs.min() >= 1 and runs.max() <= 10 and len(set(runs)) > 3
+        holds.append(np.diff(np.concatenate([[0], changes, [len(action)]]))[:-1])
+    return np.concatenate(holds)
+
+
+def test_doom_policy_holds_actions_for_1_to_10_steps(tmp_path):
+    collect(CollectConfig(episodes=2, workers=0), tmp_path)
+    holds = _holds(tmp_path)
+    assert holds.min() >= 1 and holds.max() <= 10 and len(set(holds)) > 3
+    assert json.loads((tmp_path / "meta.json").read_text())["policy"] == {"max_hold": 10}
+
+
+def test_data_policy_settings_are_used_recorded_and_checked(tmp_path):
+    collect(CollectConfig(episodes=2, workers=0, policy={"max_hold": 50}), tmp_path / "a")
+    holds = _holds(tmp_path / "a")
+    assert holds.max() <= 50 and (holds > 10).mean() > 0.5  # 1-50: 80% above 10
+    assert json.loads((tmp_path / "a" / "meta.json").read_text())["policy"] == {"max_hold": 50}
+    with pytest.raises(ValueError, match=r"holds episodes with policy=\{'max_hold': 50\}"):
+        collect(CollectConfig(episodes=3, workers=0), tmp_path / "a")  # not mixed in
+    assert len(episode_paths(tmp_path / "a")) == 2
+    for policy, error in [
+        ({"max_len": 5}, r"data policy of 'doom_takecover' has no setting"),
+        ({"max_hold": 0}, r"max_hold must be an integer >= 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            collect(CollectConfig(episodes=1, workers=0, policy=policy), tmp_path / "b")
+        assert not (tmp_path / "b").exists()  # refused before anything is written
 
 
 def test_episode_depends_on_seed_and_index_only():

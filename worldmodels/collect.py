@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from worldmodels.envs import FRAME_SHAPE, game_settings, get_game, make_env, recorded_settings
+from worldmodels.envs import (
+    FRAME_SHAPE,
+    game_settings,
+    get_game,
+    make_env,
+    policy_settings,
+    recorded_settings,
+)
 from worldmodels.files import remove_stale_temporaries, write_json
 from worldmodels.rollouts import episode_path, episode_paths, write_episode
 from worldmodels.runtime import resolve_workers
@@ -48,6 +55,9 @@ class CollectConfig:
     (Doom: 100, as the original kept only episodes longer than 100 frames)."""
     env: dict = field(default_factory=dict)
     """Keyword arguments of the game's env, e.g. ``{"skill": 5}`` for Doom."""
+    policy: dict = field(default_factory=dict)
+    """Keyword arguments of the game's data policy, e.g. ``{"max_hold": 50}`` for Doom
+    (actions held for 1-50 steps; empty: the paper's 1-10)."""
 
 
 def collect(config: CollectConfig, out_dir: str | os.PathLike) -> dict:
@@ -69,7 +79,7 @@ def collect(config: CollectConfig, out_dir: str | os.PathLike) -> dict:
     )
     with bar:
         worker_args = (config.game, config.env)
-        episode_args = (str(out_dir), config.seed, min_length)
+        episode_args = (str(out_dir), config.seed, min_length, config.policy)
         for length in _play(todo, worker_args, episode_args, workers):
             frames += length
             bar.update(1)
@@ -128,15 +138,18 @@ def _close_worker() -> None:
     _ENV = None
 
 
-def _write_one(index: int, out_dir: str, seed: int, min_length: int) -> int:
+def _write_one(index: int, out_dir: str, seed: int, min_length: int, policy: dict) -> int:
     game, env = _ENV
-    episode = play_episode(env, game, seed, index, min_length)
+    episode = play_episode(env, game, seed, index, min_length, policy)
     write_episode(episode_path(out_dir, index), episode)
     return len(episode["obs"])
 
 
-def play_episode(env, game, seed: int, index: int, min_length: int = 0) -> dict[str, np.ndarray]:
-    """Play episode ``index`` of experiment ``seed`` with the game's random policy.
+def play_episode(
+    env, game, seed: int, index: int, min_length: int = 0, policy: dict | None = None
+) -> dict[str, np.ndarray]:
+    """Play episode ``index`` of experiment ``seed`` with the game's random policy (made
+    with the keyword arguments ``policy``).
 
     Attempt j plays from the seed sequence (seed, index, j); episodes of at most
     ``min_length`` steps are redrawn, so the result depends on (seed, index) only.
@@ -144,8 +157,8 @@ def play_episode(env, game, seed: int, index: int, min_length: int = 0) -> dict[
     for attempt in range(MAX_ATTEMPTS):
         seq = np.random.SeedSequence([seed, index, attempt])
         env_seed = int(seq.generate_state(1)[0] & 0x7FFFFFFF)
-        policy = game.random_policy(np.random.default_rng(seq.spawn(1)[0]))
-        episode = _rollout(env, policy, env_seed)
+        act = game.random_policy(np.random.default_rng(seq.spawn(1)[0]), **(policy or {}))
+        episode = _rollout(env, act, env_seed)
         if len(episode["obs"]) > min_length:
             return episode
     raise RuntimeError(
@@ -181,8 +194,10 @@ def _claim_directory(out_dir: Path, config: CollectConfig, min_length: int) -> N
         "seed": config.seed,
         "min_length": min_length,
         "env": game_settings(config.game, **config.env),
+        "policy": policy_settings(config.game, **config.policy),
         "action_dim": get_game(config.game).action_dim,
     }
+    get_game(config.game).random_policy(np.random.default_rng(0), **meta["policy"])  # bad values
     meta_path = out_dir / META
     if meta_path.exists():
         try:
@@ -191,6 +206,8 @@ def _claim_directory(out_dir: Path, config: CollectConfig, min_length: int) -> N
             raise ValueError(f"{meta_path} is not valid JSON ({e}); move it away") from e
         if found.get("game") == config.game:
             found["env"] = recorded_settings(config.game, found.get("env", {}))
+            # recorded since the data policy took settings; before, it had its defaults
+            found["policy"] = policy_settings(config.game, **found.get("policy", {}))
         for key, value in meta.items():
             if found.get(key) != value:
                 raise ValueError(

@@ -153,15 +153,18 @@ def _require(module: str, package: str, game: str) -> None:
 
 
 class HeldUniformPolicy:
-    """Doom's data policy: a uniform action in [-1, 1], held for 1-10 steps (blind)."""
+    """Doom's data policy: a uniform action in [-1, 1], held for 1 to ``max_hold`` steps
+    (blind; the paper's: 10)."""
 
-    def __init__(self, rng: np.random.Generator, action_dim: int = 1, max_hold: int = 10):
-        self.rng, self.action_dim, self.max_hold = rng, action_dim, max_hold
+    def __init__(self, rng: np.random.Generator, max_hold: int = 10):
+        if not (isinstance(max_hold, int) and max_hold >= 1):
+            raise ValueError(f"max_hold must be an integer >= 1, got {max_hold!r}")
+        self.rng, self.max_hold = rng, max_hold
         self.left = 0
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         if self.left == 0:
-            self.action = self.rng.uniform(-1, 1, self.action_dim).astype(np.float32)
+            self.action = self.rng.uniform(-1, 1, 1).astype(np.float32)
             self.left = int(self.rng.integers(1, self.max_hold + 1))
         self.left -= 1
         return self.action
@@ -257,10 +260,22 @@ def recorded_settings(name: str, recorded: dict) -> dict:
 def game_settings(name: str, **kwargs) -> dict:
     """Every keyword argument of the game's env, defaults filled in (what collect records,
     so that a run keeps its settings when a default changes)."""
-    params = inspect.signature(get_game(name).make).parameters
+    return _keywords(get_game(name).make, kwargs, f"game {name!r}")
+
+
+def policy_settings(name: str, **kwargs) -> dict:
+    """Every keyword argument of the game's data policy (all but its generator), defaults
+    filled in, e.g. ``{"max_hold": 10}`` for Doom."""
+    return _keywords(get_game(name).random_policy, kwargs, f"the data policy of {name!r}", 1)
+
+
+def _keywords(fn: Callable, kwargs: dict, owner: str, skip: int = 0) -> dict:
+    """``kwargs`` over the defaults of ``fn``'s parameters after the first ``skip``; an
+    unknown key is refused by name."""
+    params = dict(list(inspect.signature(fn).parameters.items())[skip:])
     unknown = set(kwargs) - set(params)
     if unknown:
-        raise ValueError(f"game {name!r} has no setting {sorted(unknown)}; it has {sorted(params)}")
+        raise ValueError(f"{owner} has no setting {sorted(unknown)}; it has {sorted(params)}")
     return {key: kwargs.get(key, p.default) for key, p in params.items()}
 
 

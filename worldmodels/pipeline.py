@@ -4,7 +4,9 @@
 (its own and every earlier stage's) and whether it finished. A finished stage with the
 same settings is skipped; a stage whose settings changed since its outputs were made is
 refused unless forced (never two configs' artifacts mixed); an unfinished one resumes
-from its own checkpoints. ``--force`` deletes a stage's outputs and runs it again.
+from its own checkpoints. A setting added to the code since a stage's record was
+written counts as unchanged at its default (a new setting's default does what was done
+before it existed). ``--force`` deletes a stage's outputs and runs it again.
 """
 
 from __future__ import annotations
@@ -63,6 +65,22 @@ def _settings(config: Config, stage: str) -> dict:
     return strip(stage_dict(config, stage))
 
 
+def _with_added(recorded: dict, stage: str) -> dict:
+    """``recorded`` with the settings added to the code since it was written, at their
+    defaults: a setting is added with a default that does what was done before it."""
+
+    def fill(old, default):
+        new = dict(old)
+        for key, value in default.items():
+            if key not in new:
+                new[key] = value
+            elif isinstance(value, dict) and isinstance(new[key], dict):
+                new[key] = fill(new[key], value)
+        return new
+
+    return fill(recorded, _settings(Config(), stage))
+
+
 def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
     keys = []
     for key in sorted(set(old) | set(new)):
@@ -84,8 +102,8 @@ def run_stage(config: Config, stage: str, force: bool = False) -> str:
     if force:
         shutil.rmtree(out, ignore_errors=True)
         entry = None
-    elif entry is not None and entry["settings"] != settings:
-        changed = ", ".join(_changed(entry["settings"], settings))
+    elif entry is not None and (recorded := _with_added(entry["settings"], stage)) != settings:
+        changed = ", ".join(_changed(recorded, settings))
         raise ValueError(
             f"stage {stage}: its outputs in {out} were made with other settings ({changed}); "
             f"rerun with --force to remake them"
