@@ -1,0 +1,42 @@
+"""What does a run's DoomTakeCover controller do? Its moves in the real game.
+
+Plays ``controller/best.pt`` of RUN_DIR for ten real episodes (seeds 0-9) and prints
+the mean length, the share of steps it moves left, stays and moves right (as the game
+reads the action: ``DoomTakeCover.move``), and how often the move changes.
+
+    python examples/doom_controller_moves.py RUN_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from worldmodels.agent import Agent
+from worldmodels.controller_stage import load_controller
+from worldmodels.envs import DoomTakeCover
+
+
+def main(run_dir: str, episodes: int = 10) -> None:
+    agent, (_, params) = Agent(run_dir), load_controller(run_dir)
+    moves, step = [], agent.env.step
+
+    def recording_step(action):
+        moves.append(int(DoomTakeCover.move(action)[0]))
+        return step(action)
+
+    agent.env.step = recording_step
+    lengths = [agent.play(params, seed)["length"] for seed in range(episodes)]
+    m = np.array(moves)
+    starts = np.cumsum(lengths)[:-1]  # a change across two episodes is not a change of move
+    shares = ", ".join(f"{name} {np.mean(m == k):.2f}" for name, k in [("left", -1), ("none", 0),
+                                                                     ("right", 1)])  # fmt: skip
+    changes = np.count_nonzero(np.diff(m)) - np.count_nonzero(m[starts] != m[starts - 1])
+    changes *= 100 / len(m)
+    print(f"{run_dir}: mean length {np.mean(lengths):.0f} over {episodes} episodes; moves "
+          f"{shares}; {changes:.1f} changes of move per 100 steps")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
