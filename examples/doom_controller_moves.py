@@ -20,20 +20,21 @@ from worldmodels.envs import DoomTakeCover
 
 def main(run_dir: str, episodes: int = 10) -> None:
     agent, (_, params) = Agent(run_dir), load_controller(run_dir)
-    moves, step = [], agent.env.step
+    moves, step = [], agent.env.step  # moves: one list per episode
 
     def recording_step(action):
-        moves.append(int(DoomTakeCover.move(action)[0]))
+        moves[-1].append(int(DoomTakeCover.move(action)[0]))
         return step(action)
 
     agent.env.step = recording_step
-    lengths = [agent.play(params, seed)["length"] for seed in range(episodes)]
-    m = np.array(moves)
-    starts = np.cumsum(lengths)[:-1]  # a change across two episodes is not a change of move
+    lengths = []
+    for seed in range(episodes):
+        moves.append([])
+        lengths.append(agent.play(params, seed)["length"])
+    m = np.concatenate(moves)
     shares = ", ".join(f"{name} {np.mean(m == k):.2f}" for name, k in [("left", -1), ("none", 0),
                                                                      ("right", 1)])  # fmt: skip
-    changes = np.count_nonzero(np.diff(m)) - np.count_nonzero(m[starts] != m[starts - 1])
-    changes *= 100 / len(m)
+    changes = sum(np.count_nonzero(np.diff(e)) for e in moves) * 100 / len(m)
     print(f"{run_dir}: mean length {np.mean(lengths):.0f} over {episodes} episodes; moves "
           f"{shares}; {changes:.1f} changes of move per 100 steps")  # fmt: skip
 
