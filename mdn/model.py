@@ -33,8 +33,8 @@ class MixtureDensityHead(nn.Module):
     Shapes:
         input ``[..., dim_in]`` with any leading dims (e.g. an LSTM's ``[B, T, H]``);
         output a ``MixtureParams`` with ``mu``/``sigma`` ``[..., D, K]`` and ``log_pi``
-        ``[..., D, K]`` (per_dim) or ``[..., K]`` (shared), all float32 even under
-        bf16 autocast.
+        ``[..., D, K]`` (per_dim) or ``[..., K]`` (shared); float32 when the layers ran
+        in half precision (bf16/fp16, e.g. under autocast), float64 for a float64 model.
     """
 
     def __init__(
@@ -71,14 +71,19 @@ class MixtureDensityHead(nn.Module):
     def forward(self, x: torch.Tensor) -> MixtureParams:
         lead = x.shape[:-1]
         shape = (*lead, self.dim_out, self.n_components)
-        # float32 from here on: softmax and softplus of bf16 logits lose too much.
-        logits = self.logits(x).float()
+        logits = _lifted(self.logits(x))
         if self.mixture == "per_dim":
             logits = logits.view(shape)  # (..., D, K)
         log_pi = F.log_softmax(logits, dim=-1)
-        mu = self.mu(x).float().view(shape)  # (..., D, K)
-        sigma = self.min_sigma + F.softplus(self.sigma(x).float().view(shape))
+        mu = _lifted(self.mu(x)).view(shape)  # (..., D, K)
+        sigma = self.min_sigma + F.softplus(_lifted(self.sigma(x)).view(shape))
         return MixtureParams(log_pi, mu, sigma)
+
+
+def _lifted(x: torch.Tensor) -> torch.Tensor:
+    """Half precision (bf16, fp16) lifted to float32: softmax and softplus of half-precision
+    logits lose too much. float32 and float64 are kept as they are."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 class MixtureDensityNetwork(nn.Module):

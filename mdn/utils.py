@@ -130,7 +130,8 @@ def sample_gaussian_mixture(
     log_pi, mu, sigma = params
     # Inverse CDF: one uniform per mixture. u is scaled by the total so that rounding in
     # the cumulative sum can never select a component of weight zero.
-    probs = torch.softmax(log_pi.float() / tau, dim=-1)
+    wide = log_pi if log_pi.dtype == torch.float64 else log_pi.float()
+    probs = torch.softmax(wide / tau, dim=-1)
     cdf = probs.cumsum(-1)  # (..., D, K) or (..., K)
     u = torch.rand(cdf.shape[:-1], generator=generator, device=cdf.device) * cdf[..., -1]
     components = (cdf <= u.unsqueeze(-1)).sum(-1)  # (..., D) or (...)

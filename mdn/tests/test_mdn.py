@@ -177,6 +177,27 @@ def test_bf16_autocast_loss_in_float32(mixture):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("mixture", MIXTURES)
+def test_float64_model_stays_float64(mixture):
+    model = MixtureDensityNetwork(3, 2, 4, mixture=mixture).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    params = model(x)
+    assert all(t.dtype == torch.float64 for t in params)
+    # a difference far below float32's resolution survives: nothing was cast down
+    a, b = model(x)[1], model(x + 1e-12)[1]
+    assert (a != b).any() and (a - b).abs().max() < 1e-9
+    y = torch.randn(5, 2, dtype=torch.float64)
+    assert mixture_density_loss(y, params).dtype == torch.float64
+    assert sample_gaussian_mixture(params).dtype == torch.float64
+
+
+def test_half_precision_layers_are_lifted_to_float32():
+    head = MixtureDensityHead(4, 3, 2).half()
+    params = head(torch.randn(6, 4).half())
+    assert all(t.dtype == torch.float32 for t in params)
+    assert torch.allclose(params.log_pi.exp().sum(-1), torch.ones(6, 3))
+
+
 # --- sampling ---------------------------------------------------------------------------
 
 

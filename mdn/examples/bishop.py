@@ -6,7 +6,7 @@ one Gaussian can only draw a line through their average; a mixture density netwo
 a component on each branch. This script fits both (same trunk, K=5 against K=1), prints
 their held-out negative log-likelihoods and writes a PNG of the data beside samples.
 
-    python examples/bishop.py --out bishop.png
+    python mdn/examples/bishop.py --out bishop.png
 """
 
 from __future__ import annotations
