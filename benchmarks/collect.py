@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from worldmodels.collect import CollectConfig, collect, play_episode
 from worldmodels.envs import get_game, make_env, to_frame
 from worldmodels.rollouts import write_episode
+from worldmodels.stages.collect import CollectConfig, collect, play_episode
 
 
 def raw_rate(game: str, steps: int) -> float:

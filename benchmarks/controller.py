@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from worldmodels.controller import Controller
-from worldmodels.controller_stage import ControllerConfig, dream_fitness
 from worldmodels.dream import Dream
 from worldmodels.mdnrnn import MDNRNN
 from worldmodels.runtime import configure_cpu
+from worldmodels.stages.controller import dream_fitness
 
 
 def make_dream(death_chance: float, precision: str) -> Dream:
@@ -39,8 +39,8 @@ def make_dream(death_chance: float, precision: str) -> Dream:
 def generation_seconds(dream: Dream) -> tuple[float, float, float]:
     """(seconds, share outside Dream.step, mean episode length) for one generation."""
     controller = Controller(dream.obs_size, 1, False, "tanh")
-    config = ControllerConfig(popsize=64, episodes=16)
-    fitness = dream_fitness(dream, controller, config)
+    popsize, episodes = 64, 16
+    fitness = dream_fitness(dream, controller, episodes, seed=0)
     in_step, real_step = [0.0], dream.step
 
     def timed_step(*args, **kwargs):
@@ -50,7 +50,7 @@ def generation_seconds(dream: Dream) -> tuple[float, float, float]:
         return out
 
     dream.step = timed_step
-    candidates = np.random.default_rng(0).normal(0, 0.1, (64, controller.n_params))
+    candidates = np.random.default_rng(0).normal(0, 0.1, (popsize, controller.n_params))
     start = time.perf_counter()
     returns = fitness(candidates, 0)
     seconds = time.perf_counter() - start

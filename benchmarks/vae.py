@@ -23,17 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from worldmodels.collect import CollectConfig, collect
 from worldmodels.rollouts import episode_path, episode_paths, read_episode, write_episode
-from worldmodels.vae_stage import EncodeConfig, VAEConfig, encode, train_vae
+from worldmodels.stages.collect import CollectConfig, collect
+from worldmodels.stages.encode import EncodeConfig, encode
+from worldmodels.stages.vae import VAEConfig, train_vae
 
 MEMORY_CHILD = """
 import json, resource, sys
-from worldmodels.vae_stage import VAEConfig, train_vae
+from worldmodels.stages.vae import VAEConfig, train_vae
 progress = train_vae(VAEConfig(precision="float32", buffer_frames=2000, checkpoint_every=10**9,
                                val_frames=200), sys.argv[1])
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "steps": progress["step"]}))
+                  "steps": progress["steps"]}))
 """
 
 
@@ -46,7 +47,7 @@ def train_speed(rollouts: Path, out: Path, precision: str, steps: int) -> tuple[
     start = time.perf_counter()
     progress = train_vae(config, run)
     seconds = time.perf_counter() - start
-    return steps * config.batch_size / seconds, progress["val"]["loss"]
+    return steps * config.batch_size / seconds, progress["loss"]
 
 
 def encode_speed(out: Path, precision: str) -> float:

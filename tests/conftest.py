@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from worlds import Z, synthetic_latents, tiny_config
 
-from worldmodels.mdnrnn_stage import train_mdnrnn
+from worldmodels.stages.mdnrnn import train_mdnrnn
 from worldmodels.train import save_checkpoint
 from worldmodels.vae import ConvVAE
 

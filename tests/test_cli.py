@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from worldmodels.__main__ import experiment_config, main
 from worldmodels.config import load_config
+from worldmodels.stages import NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "experiments" / "smoke.yaml")
@@ -51,11 +53,15 @@ def smoke_run(tmp_path_factory):
 def test_smoke_experiment_runs_every_stage(smoke_run):
     run_dir, result = smoke_run
     status = json.loads((run_dir / "stages.json").read_text())
-    assert all(status[s]["done"] for s in ("collect", "vae", "encode", "mdnrnn", "controller",
-                                            "evaluate"))  # fmt: skip
+    assert all(status[s]["done"] for s in NAMES) and set(status) == set(NAMES)
     results = json.loads((run_dir / "evaluate" / "results.json").read_text())
     assert {"real", "random_policy", "dream", "seeds"} <= set(results)
     assert (run_dir / "config.yaml").exists() and (run_dir / "report.md").exists()
+    report = (run_dir / "report.md").read_text()
+    ratio = results["real"]["mean"] / results["random_policy"]["mean"]
+    assert f"{ratio:.2f}x the random policy" in report.splitlines()[2]  # the verdict, on top
+    assert "| noop |" in report and "| random |" in report  # the calibration table
+    assert "Verdict:" in result.stdout and "| calibrate | done |" in result.stdout
     assert "| real game (3 episodes) |" in result.stdout
     metrics = (run_dir / "metrics.jsonl").read_text()
     assert "vae/train/loss" in metrics and "mdnrnn/val/z_nll_per_dim" in metrics
@@ -72,7 +78,7 @@ def test_rerun_skips_and_changed_settings_are_refused(smoke_run):
     path.write_text(json.dumps(status))
     again = cli("run", SMOKE, f"run_dir={run_dir}")
     assert again.returncode == 0
-    assert again.stdout.count("done already, skipped") == 6
+    assert again.stdout.count("done already, skipped") == len(NAMES)
     changed = cli("vae", SMOKE, f"run_dir={run_dir}", "vae.max_steps=21")
     assert changed.returncode == 2
     assert "stage vae: its outputs" in changed.stderr
@@ -82,6 +88,90 @@ def test_rerun_skips_and_changed_settings_are_refused(smoke_run):
     assert changed.returncode == 2 and "collect.policy.max_hold (None -> 20)" in changed.stderr
     report = cli("report", str(run_dir))
     assert report.returncode == 0 and "| evaluate | done |" in report.stdout
+
+
+def test_run_dir_of_the_earlier_layout_is_recognised(smoke_run, tmp_path):
+    """Before calibration was a stage, M's stage ran it (``mdnrnn.calibration_episodes``)
+    into mdnrnn/calibration.json: such a run directory is taken as it is, nothing redone."""
+    run_dir, _ = smoke_run
+    old = tmp_path / "old"
+    subprocess.run(["cp", "-r", str(run_dir), str(old)], check=True)
+    status = json.loads((old / "stages.json").read_text())
+    del status["calibrate"]
+    for entry in status.values():
+        entry["settings"].pop("calibrate", None)
+        if "mdnrnn" in entry["settings"]:
+            entry["settings"]["mdnrnn"].update(calibration_episodes=3, calibration_temperature=1.15)
+    (old / "stages.json").write_text(json.dumps(status))
+    (old / "calibration" / "results.json").rename(old / "mdnrnn" / "calibration.json")
+    (old / "calibration").rmdir()
+    again = cli("run", SMOKE, f"run_dir={old}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("done already, skipped") == len(NAMES) - 1
+    assert "calibrate: found in the run directory's earlier layout, adopted" in again.stdout
+    assert (old / "calibration" / "results.json").read_text() == (
+        run_dir / "calibration" / "results.json").read_text()  # fmt: skip
+
+
+def test_changed_calibration_reruns_only_calibration(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    before = (copy / "evaluate" / "results.json").read_text()
+    refused = cli("calibrate", SMOKE, f"run_dir={copy}", "calibrate.episodes=2")
+    assert refused.returncode == 2 and "calibrate.episodes (3 -> 2)" in refused.stderr
+    result = cli("calibrate", SMOKE, f"run_dir={copy}", "calibrate.episodes=2", "--force")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((copy / "calibration" / "results.json").read_text())["episodes"] == 2
+    again = cli("run", SMOKE, f"run_dir={copy}", "calibrate.episodes=2")
+    assert again.returncode == 0 and again.stdout.count("done already, skipped") == len(NAMES)
+    assert (copy / "evaluate" / "results.json").read_text() == before
+
+
+def test_forced_stage_whose_input_is_broken_loses_nothing(smoke_run, tmp_path, capsys):
+    run_dir, _ = smoke_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    ckpt = copy / "vae" / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
+    latents = {p.name: p.read_bytes() for p in (copy / "latents").iterdir()}
+    status = json.loads((copy / "stages.json").read_text())
+    assert main(["encode", SMOKE, f"run_dir={copy}", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read checkpoint" in err and str(ckpt) in err
+    assert {p.name: p.read_bytes() for p in (copy / "latents").iterdir()} == latents
+    assert json.loads((copy / "stages.json").read_text()) == status
+    assert not list(copy.glob("*.replaced"))
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("vae.z_size=-3", "setting 'vae.z_size' must be >= 1, got -3"),
+    ("controller.popsize=1", "setting 'controller.popsize' must be >= 2, got 1"),
+    ("mdnrnn.precision=fp8", "setting 'mdnrnn.precision' must be one of ['auto', 'float32', "
+                             "'bfloat16'], got 'fp8'"),
+    ("vae.lr=0", "setting 'vae.lr' must be > 0, got 0.0"),
+])  # fmt: skip
+def test_out_of_range_settings_are_refused_before_anything_runs(tmp_path, capsys, setting,
+                                                                message):  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert main(["run", SMOKE, f"run_dir={run_dir}", setting]) == 2
+    assert capsys.readouterr().err.strip() == f"worldmodels: error: {message}"
+    assert not run_dir.exists()
+
+
+def test_help_lists_every_setting_and_config_prints_the_resolved_one():
+    helped = cli("--help")
+    assert helped.returncode == 0
+    for stage in NAMES:
+        assert f"  {stage} " in helped.stdout
+    assert "vae.lr = 0.0001  [> 0]" in helped.stdout
+    assert "calibrate.episodes = 100  [>= 0]" in helped.stdout
+    assert "Real episodes, and dreams, per policy" in helped.stdout  # the field's docstring
+    config = cli("config", SMOKE, "vae.lr=0.5")
+    assert config.returncode == 0
+    resolved = yaml.safe_load(config.stdout)
+    assert resolved["name"] == "smoke" and resolved["vae"]["lr"] == 0.5
+    assert resolved["calibrate"]["episodes"] == 3  # from the experiment file
 
 
 def test_another_experiments_run_dir_is_refused(smoke_run, capsys):

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from worldmodels.artifacts import run_env
-from worldmodels.collect import CollectConfig, collect, play_episode
 from worldmodels.envs import get_game, make_env
 from worldmodels.rollouts import episode_path, episode_paths, read_episode
+from worldmodels.stages.collect import CollectConfig, collect, play_episode
 
 SCRIPT = """
 import sys
-from worldmodels.collect import CollectConfig, collect
+from worldmodels.stages.collect import CollectConfig, collect
 if __name__ == "__main__":
     collect(CollectConfig(episodes=int(sys.argv[2]), workers=2), sys.argv[1])
 """

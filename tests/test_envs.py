@@ -14,7 +14,8 @@ from worldmodels.envs import (
     FRAME_SHAPE,
     GAMES,
     DoomTakeCover,
-    HeldUniformPolicy,
+    HeldUniform,
+    doom_data_policy,
     get_game,
     make_env,
 )
@@ -172,7 +173,7 @@ def test_doom_screen_flashes_show_hits():
 def test_same_seed_same_frames(doom):
     def play(seed):
         frame, _ = doom.reset(seed=seed)
-        policy = HeldUniformPolicy(np.random.default_rng(0))
+        policy = doom_data_policy(np.random.default_rng(0))
         frames = [frame]
         for _ in range(40):
             frame, *_ = doom.step(policy(frame))
@@ -209,3 +210,25 @@ def test_missing_dependency_names_the_package(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_vizdoom)
     with pytest.raises(ImportError, match=r"needs the vizdoom==1\.3\.2 package: pip install"):
         make_env("doom_takecover")
+
+
+def test_held_uniform_is_the_data_policy_and_batches():
+    # The data policy draws as the collected episodes were drawn: an action, then its hold.
+    rng, expected = np.random.default_rng(3), []
+    while len(expected) < 300:
+        action = rng.uniform(-1, 1, 1).astype(np.float32)
+        expected += [action] * int(rng.integers(1, 51))
+    policy = doom_data_policy(np.random.default_rng(3), max_hold=50)
+    np.testing.assert_array_equal(np.stack([policy(None) for _ in range(300)]), expected[:300])
+    # Batched: each episode keeps its own action for 1-10 steps, whichever others step.
+    held = HeldUniform(4, [-1.0], [1.0], np.random.default_rng(0))
+    seen = [[] for _ in range(4)]
+    for step in range(200):
+        index = np.array([0, 1, 2, 3] if step % 3 else [1, 3])
+        for i, a in zip(index, held(None, torch.from_numpy(index)).numpy(), strict=True):
+            seen[i].append(float(a[0]))
+    for actions in seen:
+        runs = np.diff(np.flatnonzero(np.diff(actions) != 0))
+        assert runs.min() >= 1 and runs.max() <= 10 and -1 <= min(actions) <= max(actions) <= 1
+    with pytest.raises(ValueError, match="max_hold must be an integer >= 1, got 0"):
+        HeldUniform(1, [-1.0], [1.0], np.random.default_rng(0), max_hold=0)

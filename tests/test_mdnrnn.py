@@ -16,10 +16,11 @@ import worldmodels  # noqa: F401  (registers worldmodels/Dream-v0)
 from worldmodels.artifacts import load_latents
 from worldmodels.dream import Dream
 from worldmodels.mdnrnn import MDNRNN
-from worldmodels.mdnrnn_stage import (
+from worldmodels.rollouts import split_held_out
+from worldmodels.stages.mdnrnn import (
     SequenceBatches,
+    baseline_nll,
     refit_done_head,
-    split,
     train_mdnrnn,
     validate_mdnrnn,
 )
@@ -114,10 +115,53 @@ def test_training_learns_the_dynamics(trained_run):
     assert results["done_loss"] == pytest.approx(results["done_refit"]["val_done_loss"], rel=1e-4)
 
 
+def test_done_precision_and_recall_count_real_steps_only():
+    model = MDNRNN(z_size=3, action_dim=1, hidden_size=8)
+    b, t = 2, 6
+    batch = {"z": torch.randn(b, t, 3), "z_next": torch.randn(b, t, 3),
+             "action": torch.zeros(b, t, 1), "restart": torch.zeros(b, t),
+             "reward": torch.zeros(b, t), "done": torch.zeros(b, t),
+             "mask": torch.ones(b, t, dtype=torch.bool),
+             "z_mask": torch.ones(b, t, dtype=torch.bool)}  # fmt: skip
+    batch["mask"][1, 4:] = batch["z_mask"][1, 3:] = False  # row 1 is 4 steps, then padding
+    batch["done"][0, 5] = batch["done"][1, 3] = 1.0  # both episodes end
+    torch.nn.init.zeros_(model.done.weight)
+    with torch.no_grad():
+        model.done.bias.fill_(1.0)  # "done" at every step
+    logs = validate_mdnrnn(model, [batch], torch.device("cpu"), "float32")
+    assert logs["done_recall"] == 1.0 and logs["done_precision"] == 2 / 10  # 10 real steps
+    with torch.no_grad():
+        model.done.bias.fill_(-1.0)  # never
+    logs = validate_mdnrnn(model, [batch], torch.device("cpu"), "float32")
+    assert logs["done_recall"] == 0.0 and logs["done_precision"] == 0.0
+
+
+def test_baseline_is_the_gaussian_nll_of_z_steps():
+    rng = np.random.default_rng(0)
+
+    def batch(n):  # z_(t+1) - z_t ~ N(0.3, 0.5^2) in every dimension
+        z = torch.from_numpy(rng.normal(size=(n, 50, 2)).astype(np.float32))
+        step = torch.from_numpy(rng.normal(0.3, 0.5, (n, 50, 2)).astype(np.float32))
+        return {"z": z, "z_next": z + step, "z_mask": torch.ones(n, 50, dtype=torch.bool)}
+
+    nll = baseline_nll([batch(200) for _ in range(5)], [batch(200)])
+    assert nll == pytest.approx(0.5 * math.log(2 * math.pi * math.e * 0.25), abs=0.01)
+
+
+def test_learning_rate_decays_as_the_original(tmp_path):
+    synthetic_latents(tmp_path)
+    config = tiny_config(lr=1e-2, min_lr=1e-3, lr_decay=0.9, epochs=2)
+    results = train_mdnrnn(config, tmp_path)
+    ckpt = load_checkpoint(tmp_path / "mdnrnn" / "ckpt.pt", "MDNRNN")
+    lr = ckpt["optimizer"]["param_groups"][0]["lr"]
+    steps = results["steps"]
+    assert steps > 5 and lr == pytest.approx(1e-3 + (1e-2 - 1e-3) * 0.9**steps)
+
+
 def test_done_refit_fits_a_fresh_head_and_touches_nothing_else(trained_run):
     run_dir, _ = trained_run
     episodes, _ = load_latents(run_dir)
-    train, val = split(episodes, val_every=4)
+    train, val = split_held_out(episodes, val_every=4)
     batches = SequenceBatches(train, seq_len=10, batch_size=4, seed=0)
     val_batches = list(SequenceBatches(val, 10, 4, 0).batches(0))
     ckpt = load_checkpoint(run_dir / "mdnrnn" / "ckpt.pt", "MDNRNN")
@@ -264,17 +308,35 @@ def test_mismatched_checkpoint_and_latents_are_refused(trained_run, tmp_path):
 
 
 def test_calibration_scores_both_worlds(trained_run):
-    from worldmodels.calibrate import HeldUniform, calibrate, real_lengths, report
+    from worldmodels.calibrate import (
+        HeldUniform,
+        NoOp,
+        calibrate,
+        dream_lengths,
+        real_lengths,
+        report,
+    )
+
+    class Right(NoOp):
+        def __call__(self, obs, index):
+            return torch.ones(len(index), 1)
 
     run_dir, _ = trained_run
-    result = calibrate(Dream.from_run_dir(run_dir), "doom_takecover", episodes=4)
-    for policy in ("noop", "random"):
-        assert result[policy]["real_length_mean"] > 10
-        assert 1 <= result[policy]["dream_length_mean"] <= 2100
+    # The synthetic world ends when z[0] > 0.9, with z' = 0.8 z + 0.5 a + noise: standing
+    # still keeps z[0] near 0 (lives to the cap), pushing right ends it within a few steps.
+    dream = Dream.from_run_dir(run_dir, max_steps=50)
+    result = calibrate(dream, "doom_takecover", episodes=4,
+                       policies={"noop": NoOp, "random": HeldUniform, "right": Right})  # fmt: skip
+    assert result["noop"]["dream_length_mean"] >= 40
+    assert result["right"]["dream_length_mean"] <= 10
+    lengths, _ = dream_lengths(dream, "doom_takecover", NoOp, 4, seed=0)
+    assert result["noop"]["dream_length_mean"] == lengths.mean()
+    # Doom at skill 4: standing still lives about 160 steps (fireballs kill in 1-3 hits)
+    assert 60 <= result["noop"]["real_length_mean"] <= 400
+    for policy in ("noop", "random", "right"):
         # Survival: the return is the length, in both worlds.
         assert result[policy]["real_return_mean"] == result[policy]["real_length_mean"]
         assert result[policy]["dream_return_mean"] == result[policy]["dream_length_mean"]
-        assert 1 <= result[policy]["dream_sample_length_mean"] <= 2100
     assert result["done"] == "logit"
     assert "(" in report(result).splitlines()[1]  # the other done rule, in brackets
     a, _ = real_lengths("doom_takecover", HeldUniform, 3, seed=5)

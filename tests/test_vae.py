@@ -9,10 +9,19 @@ import pytest
 import torch
 
 from worldmodels.artifacts import load_vae
-from worldmodels.rollouts import episode_path, write_episode
+from worldmodels.envs import DoomTakeCover
+from worldmodels.rollouts import episode_path, episode_paths, read_episode, write_episode
+from worldmodels.stages.encode import EncodeConfig, encode
+from worldmodels.stages.vae import (
+    VAEConfig,
+    _fixed_batches,
+    danger_frames,
+    danger_recall,
+    train_vae,
+    validate_vae,
+)
 from worldmodels.train import load_checkpoint
 from worldmodels.vae import ConvVAE
-from worldmodels.vae_stage import EncodeConfig, VAEConfig, encode, train_vae
 
 
 def synthetic_frames(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -26,6 +35,8 @@ def synthetic_frames(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def make_rollouts(run_dir, episodes=6, length=20, seed=0):
     rng = np.random.default_rng(seed)
+    (run_dir / "rollouts").mkdir(parents=True, exist_ok=True)
+    (run_dir / "rollouts" / "meta.json").write_text(json.dumps({"game": "doom_takecover"}))
     for i in range(episodes):
         write_episode(
             episode_path(run_dir / "rollouts", i),
@@ -100,22 +111,48 @@ def test_loss_falls_on_a_tiny_dataset():
 
 def test_training_writes_checkpoint_png_metrics_and_reloads(tmp_path):
     make_rollouts(tmp_path)
-    progress = train_vae(tiny_config(), tmp_path)
-    assert progress["done"] and progress["epoch"] == 2
-    assert set(progress["val"]) == {"loss", "r_loss", "kl_loss", "kl"}
+    config = tiny_config()
+    results = train_vae(config, tmp_path)
+    assert results["steps"] == 20  # 2 epochs of 10 batches: 4 training episodes x 20 frames / 8
+    assert {"loss", "r_loss", "kl_loss", "kl", "precision"} <= set(results)
+    assert json.loads((tmp_path / "vae" / "results.json").read_text()) == results
     assert (tmp_path / "vae" / "reconstructions.png").stat().st_size > 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("vae/train/loss" in line for line in lines)
     assert any("vae/val/loss" in line for line in lines)
     ckpt = load_checkpoint(tmp_path / "vae" / "ckpt.pt", "ConvVAE")
     assert {"model", "optimizer", "model_args", "progress", "config"} <= set(ckpt)
-    # The checkpoint alone rebuilds the model: identical outputs.
-    model = load_vae(tmp_path)
-    x = torch.rand(3, 3, 64, 64)
-    again = load_vae(tmp_path)
-    torch.testing.assert_close(model.encode(x), again.encode(x), rtol=0, atol=0)
-    # Running the finished stage again does nothing.
-    assert train_vae(tiny_config(), tmp_path)["step"] == progress["step"]
+    # The checkpoint alone rebuilds the trained model: its held-out loss is the one the
+    # stage measured at the end of training (a fresh V's is far higher).
+    paths = episode_paths(tmp_path / "rollouts")
+    val = _fixed_batches([p for p in paths if int(p.stem) % config.val_every == 0], config)
+    reloaded = validate_vae(load_vae(tmp_path), val, torch.device("cpu"), "float32")
+    assert reloaded["loss"] == pytest.approx(results["loss"], rel=1e-6)
+    torch.manual_seed(0)
+    fresh = validate_vae(ConvVAE(8), val, torch.device("cpu"), "float32")
+    assert fresh["r_loss"] > 1.5 * results["r_loss"]
+    # Running the finished stage again trains nothing more.
+    assert train_vae(config, tmp_path)["steps"] == results["steps"]
+
+
+def test_fireball_pixels_and_how_many_v_draws_back(tmp_path):
+    frames = synthetic_frames(6, np.random.default_rng(0))
+    frames[:3, 20:30, 20:30] = (240, 210, 90)  # a close fireball: 100 bright yellow pixels
+    frames[3, :, :] = (200, 40, 40)  # the red damage flash is not a fireball
+    frames[4, :, :] = (140, 100, 70)  # nor is a brown wall
+    mask = DoomTakeCover.fireballs(frames)
+    assert mask.reshape(6, -1).sum(1).tolist() == [100, 100, 100, 0, 0, 0]
+    make_rollouts(tmp_path, episodes=1)
+    path = episode_path(tmp_path / "rollouts", 0)
+    episode = read_episode(path)
+    episode["obs"][:] = 40  # grey, then three frames with the fireball
+    episode["obs"][5:8] = frames[:3]
+    write_episode(path, episode)
+    found = danger_frames([path], DoomTakeCover.fireballs)
+    np.testing.assert_array_equal(found, frames[:3])
+    # an untrained V draws grey: none of the fireball comes back
+    result = danger_recall(ConvVAE(8).eval(), found, DoomTakeCover.fireballs)
+    assert result == {"recall": 0.0, "precision": 0.0, "frames": 3}
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from worldmodels.mdnrnn_stage import MDNRNNConfig
+from worldmodels.stages.mdnrnn import MDNRNNConfig
 
 Z = 4
 
@@ -39,5 +39,5 @@ def synthetic_latents(run_dir, episodes=12, seed=0, z_size=Z):
 def tiny_config(**overrides) -> MDNRNNConfig:
     settings = dict(hidden_size=16, seq_len=10, batch_size=4, epochs=30, checkpoint_every=50,
                     lr=1e-2, val_every=4, precision="float32", device="cpu",
-                    lr_decay=1.0, calibration_episodes=0)  # fmt: skip
+                    lr_decay=1.0)  # fmt: skip
     return MDNRNNConfig(**{**settings, **overrides})

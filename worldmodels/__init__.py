@@ -2,7 +2,7 @@
 
 V (a convolutional VAE) compresses frames to z, M (an MDN-RNN built on the ``mdn``
 package) predicts the next z, and C (a linear controller evolved with CMA-ES) acts on
-[z, h]. The pipeline stages live in this package; see DESIGN in the repository.
+[z, h]. The stages are in ``worldmodels.stages``; docs/design.md describes the layout.
 """
 
 __version__ = "0.1.0"

@@ -1,11 +1,14 @@
-"""Command line: ``python -m worldmodels {run, STAGE, report} ...`` (also ``worldmodels``).
+"""Command line: ``python -m worldmodels {run, STAGE, config, report} ...`` (also
+``worldmodels``).
 
     python -m worldmodels run [EXPERIMENT.yaml] [key.sub=value ...] [--force]
     python -m worldmodels vae experiments/smoke.yaml vae.epochs=2 --force
-    python -m worldmodels report runs/doom_takecover
+    python -m worldmodels config [EXPERIMENT.yaml] [key.sub=value ...]
+    python -m worldmodels report runs/doom_laptop
 
-With no experiment, ``run`` and the stages use experiments/doom_laptop.yaml: DoomTakeCover
-at a scale that finishes on a 2-core laptop CPU. Errors are one line; nothing written is lost.
+With no experiment, ``run``, ``config`` and the stages use experiments/doom_laptop.yaml:
+DoomTakeCover at a scale that finishes on a 2-core laptop CPU. ``--help`` lists every
+setting. Errors are one line; nothing written is lost.
 """
 
 from __future__ import annotations
@@ -14,21 +17,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from worldmodels.config import STAGES
-
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "doom_laptop.yaml"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    from worldmodels.config import settings_help
+    from worldmodels.stages import NAMES, STAGES
+
+    stages = "\n".join(f"  {s.name:10s} {s.about}" for s in STAGES)
     parser = argparse.ArgumentParser(
         prog="worldmodels",
-        description="World Models (Ha & Schmidhuber, 2018): run an experiment's stages "
-        f"in order ({' -> '.join(STAGES)}), one stage, or report on a run directory.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="World Models (Ha & Schmidhuber, 2018): run an experiment's stages in "
+        f"order, one stage, print the resolved config, or report on a run directory.\n\n"
+        f"stages:\n{stages}",
+        epilog="settings (key = default  [allowed]; set them in the experiment YAML or as "
+        f"key.sub=value):\n\n{settings_help()}",
     )
     parser.add_argument(
         "command",
-        choices=["run", *STAGES, "report"],
-        help="run: every stage; a stage name: that stage; report: summary",
+        choices=["run", *NAMES, "config", "report"],
+        help="run: every stage; a stage name: that stage; config: print the resolved "
+        "config; report: a run directory's summary",
     )
     parser.add_argument(
         "args", nargs="*", help="[EXPERIMENT.yaml] [key.sub=value ...]; for report: RUN_DIR"
@@ -53,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         from worldmodels import pipeline
+        from worldmodels.stages import NAMES
 
         if args.command == "report":
             if len(args.args) != 1:
@@ -60,7 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             print(pipeline.report(args.args[0]))
             return 0
         config = experiment_config(args.args)
-        stages = STAGES if args.command == "run" else (args.command,)
+        if args.command == "config":
+            import yaml
+
+            from worldmodels.config import to_dict
+
+            print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+            return 0
+        stages = NAMES if args.command == "run" else (args.command,)
         pipeline.run(config, stages, force=args.force)
         print(pipeline.report(config.path))
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, OSError) as e:

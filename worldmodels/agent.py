@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from worldmodels.artifacts import load_mdnrnn, load_vae, run_env, run_game
-from worldmodels.controller import Controller
+from worldmodels.controller import Controller, observation, observation_size
 from worldmodels.envs import get_game, make_env
 from worldmodels.vae import to_input
 
@@ -33,7 +33,7 @@ class Agent:
         self.game = get_game(self.game_name)
         self.vae, self.mdnrnn = load_vae(run_dir), load_mdnrnn(run_dir)
         self.env = make_env(self.game_name, **run_env(run_dir))
-        obs_size = self.vae.z_size + self.mdnrnn.hidden_size * (2 if self.game.survival else 1)
+        obs_size = observation_size(self.vae.z_size, self.mdnrnn.hidden_size, self.game.survival)
         self.controller = Controller(obs_size, self.game.action_dim, self.game.controller_bias,
                                      self.game.squash)  # fmt: skip
 
@@ -56,8 +56,7 @@ class Agent:
             if policy is not None:
                 action = torch.from_numpy(policy(frame))[None]
             else:
-                obs = torch.cat([mu, c, h] if self.game.survival else [mu, h], -1)
-                action = self.controller.act(w, obs)
+                action = self.controller.act(w, observation(mu, h, c, self.game.survival))
             if record:
                 frames.append(self._side_by_side(frame, mu, predicted))
             restart, state = torch.tensor([[steps == 0]]), (h[None], c[None])

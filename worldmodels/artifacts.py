@@ -1,4 +1,4 @@
-"""Reading what earlier stages wrote into a run directory (see DESIGN: data flow).
+"""Reading what earlier stages wrote into a run directory (docs/design.md: data flow).
 
 Every loader checks what it reads and says which file to produce when it is missing.
 """

@@ -5,13 +5,15 @@ dream whose high scores mean nothing. Blind policies (they ignore what they see)
 played N episodes each in both worlds, with fixed seeds; by default two:
 
 - ``noop``: always the zero action (Doom: stand still; CarRacing: no gas, no steering);
-- ``random``: the data policy's blind part, a uniform action in [-1, 1] (gas and brake
-  in [0, 1] for CarRacing) held for 1-10 steps.
+- ``random``: a uniform action in [-1, 1] (gas and brake in [0, 1] for CarRacing) held
+  for 1-10 steps (``envs.HeldUniform``: the paper's data policy for Doom).
 
-A blind policy is a class made as ``Policy(n, low, high, generator)`` for n dreams (one
-real episode: n = 1) whose instances map ``(obs, index)`` to actions ``[len(index), A]``,
-as ``Dream.rollout`` asks; ``examples/doom_dream_policies.py`` brings six. The mean
-episode lengths (and returns) of both worlds go to mdnrnn/calibration.json.
+A blind policy is a class made as ``Policy(n, low, high, rng)`` for n dreams (one real
+episode: n = 1; ``rng`` a numpy Generator) whose instances map ``(obs, index)`` to
+actions ``[len(index), A]``,
+as ``Dream.rollout`` asks; ``analysis/doom_dream_policies.py`` brings six. The mean
+episode lengths (and returns) of both worlds go to calibration/results.json (stage
+``calibrate``).
 """
 
 from __future__ import annotations
@@ -23,35 +25,17 @@ import numpy as np
 import torch
 
 from worldmodels.dream import DONE_MODES, Dream
-from worldmodels.envs import make_env
+from worldmodels.envs import HeldUniform, make_env
 
 
 class NoOp:
     """The zero action, always."""
 
-    def __init__(self, n: int, low: torch.Tensor, high: torch.Tensor, generator=None):
+    def __init__(self, n: int, low, high, rng: np.random.Generator | None = None):
         self.action_dim = len(low)
 
     def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(index), self.action_dim)
-
-
-class HeldUniform:
-    """A uniform action in [low, high] per dream, held for 1-10 steps (dream i keeps its own)."""
-
-    def __init__(self, n: int, low: torch.Tensor, high: torch.Tensor, generator=None):
-        self.low, self.high, self.generator = low, high, generator
-        self.action = torch.zeros(n, len(low))
-        self.left = torch.zeros(n, dtype=torch.long)
-
-    def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
-        redraw = index[self.left[index] == 0]
-        if len(redraw):
-            u = torch.rand(len(redraw), len(self.low), generator=self.generator)
-            self.action[redraw] = self.low + (self.high - self.low) * u
-            self.left[redraw] = torch.randint(1, 11, (len(redraw),), generator=self.generator)
-        self.left[index] -= 1
-        return self.action[index]
 
 
 POLICIES = {"noop": NoOp, "random": HeldUniform}
@@ -80,7 +64,7 @@ def real_lengths(game_name: str, policy: type, episodes: int, seed: int = 0, **e
     for i in range(episodes):
         rng = np.random.default_rng([seed, i])
         env.reset(seed=int(rng.integers(2**31)))
-        act = policy(1, low, high, torch.Generator().manual_seed(int(rng.integers(2**62))))
+        act = policy(1, low, high, np.random.default_rng(int(rng.integers(2**62))))
         total, steps, done = 0.0, 0, False
         while not done:
             _, reward, terminated, truncated, _ = env.step(act(None, only)[0].numpy())
@@ -94,7 +78,7 @@ def real_lengths(game_name: str, policy: type, episodes: int, seed: int = 0, **e
 def dream_lengths(dream: Dream, game_name: str, policy: type, episodes: int, seed: int = 0):
     """(lengths, returns) of blind ``policy`` in ``episodes`` dreams, as one batch."""
     gen = torch.Generator().manual_seed(seed)
-    act = policy(episodes, *action_range(game_name), gen)
+    act = policy(episodes, *action_range(game_name), np.random.default_rng(seed))
     returns, lengths = dream.rollout(act, episodes, gen)
     return lengths.numpy(), returns.numpy()
 

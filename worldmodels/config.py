@@ -1,13 +1,18 @@
-"""One typed config for a whole experiment: a dataclass per stage, nested in ``Config``.
+"""One typed config for a whole experiment: each stage's settings dataclass, nested in
+``Config`` (built from the stage registry, ``worldmodels.stages``).
 
 An experiment YAML overrides the defaults only (unknown keys and wrong types are refused
-with the key's name); ``key.sub=value`` arguments override the YAML. The resolved config
-is written to ``<run_dir>/config.yaml``.
+with the key's name); ``key.sub=value`` arguments override the YAML; then every value is
+checked against its allowed range (each settings class's ``limits``) before any stage
+runs. The resolved config is written to ``<run_dir>/config.yaml``.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,44 +20,39 @@ from pathlib import Path
 
 import yaml
 
-from worldmodels.collect import CollectConfig
-from worldmodels.controller_stage import ControllerConfig
-from worldmodels.evaluate import EvaluateConfig
-from worldmodels.mdnrnn_stage import MDNRNNConfig
-from worldmodels.vae_stage import EncodeConfig, VAEConfig
+from worldmodels.stages import NAMES, STAGES, upstream
 
-STAGES = ("collect", "vae", "encode", "mdnrnn", "controller", "evaluate")
+STAGE_NAMES = NAMES
 
 
 @dataclass
 class LoggingConfig:
+    """Where metrics go besides metrics.jsonl."""
+
     wandb: bool = False
-    """Also log to Weights & Biases (imported only then; WANDB_MODE is respected)."""
+    """Also log to Weights & Biases (imported only then; WANDB_* variables are respected)."""
     project: str = "worldmodels"
+    """The wandb project."""
 
 
-@dataclass
-class Config:
-    """An experiment: its name, run directory and every stage's settings."""
+def _path(self) -> Path:
+    return Path(self.run_dir or f"runs/{self.name}")
 
-    name: str = "doom_takecover"
-    run_dir: str = ""
-    """Where the stages write; empty means runs/<name>."""
-    collect: CollectConfig = field(default_factory=CollectConfig)
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
-    mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
-    controller: ControllerConfig = field(default_factory=ControllerConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-    @property
-    def path(self) -> Path:
-        return Path(self.run_dir or f"runs/{self.name}")
+Config = dataclasses.make_dataclass(
+    "Config",
+    [("name", str, field(default="doom_takecover")), ("run_dir", str, field(default="")),
+     *[(s.name, s.settings, field(default_factory=s.settings)) for s in STAGES],
+     ("logging", LoggingConfig, field(default_factory=LoggingConfig))],
+    namespace={"path": property(_path, doc="The run directory: run_dir, or runs/<name>."),
+               "__doc__": "An experiment: its name, run directory and every stage's settings."},
+)  # fmt: skip
+"""An experiment: ``name``, ``run_dir`` (empty: runs/<name>), one field per stage (its
+settings dataclass), ``logging``; ``config.path`` is the run directory."""
 
 
 def load_config(yaml_path: str | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML (if any), then ``key.sub=value`` overrides."""
+    """Defaults, then the YAML (if any), then ``key.sub=value`` overrides; then checked."""
     config = Config()
     if yaml_path is not None:
         try:
@@ -73,6 +73,7 @@ def load_config(yaml_path: str | None = None, overrides: list[str] = ()) -> Conf
         for part in reversed(key.split(".")):
             nested = {part: nested}
         _apply(config, nested, where="command line")
+    check_limits(config)
     return config
 
 
@@ -112,12 +113,67 @@ def _checked(value, hint, name: str, where: str):
     raise ValueError(f"{where}: {name!r} must be {shown}, got {value!r}")
 
 
+def check_limits(config: Config) -> None:
+    """Refuse a value out of its allowed range (its settings class's ``limits``), or
+    settings that contradict each other, naming the key; before anything is written."""
+    for stage in STAGES:
+        for name, rule in stage.settings.limits.items():
+            value, key = getattr(getattr(config, stage.name), name), f"{stage.name}.{name}"
+            if value is not None and not _allowed(value, rule):
+                shown = f"one of {rule.split()}" if rule[0].isalpha() else rule
+                raise ValueError(f"setting {key!r} must be {shown}, got {value!r}")
+    if config.mdnrnn.min_lr > config.mdnrnn.lr:
+        raise ValueError(f"setting 'mdnrnn.min_lr' ({config.mdnrnn.min_lr}) must not exceed "
+                         f"'mdnrnn.lr' ({config.mdnrnn.lr})")  # fmt: skip
+    if config.vae.buffer_frames < config.vae.batch_size:
+        raise ValueError(f"setting 'vae.buffer_frames' ({config.vae.buffer_frames}) must be at "
+                         f"least 'vae.batch_size' ({config.vae.batch_size})")  # fmt: skip
+
+
+def _allowed(value, rule: str) -> bool:
+    if rule[0].isalpha():
+        return value in rule.split()
+    op, bound = rule.split()
+    return value >= float(bound) if op == ">=" else value > float(bound)
+
+
 def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
 def stage_dict(config: Config, stage: str) -> dict:
-    """The settings that shape a stage's outputs: its own and those of every stage before."""
+    """The settings that shape a stage's outputs: its own and those of every stage it
+    reads, directly or not."""
     data = to_dict(config)
-    upto = STAGES[: STAGES.index(stage) + 1]
-    return {s: data[s] for s in upto}
+    return {s: data[s] for s in upstream(stage)}
+
+
+def settings_help() -> str:
+    """Every setting with its default, allowed values and one-line doc, per section."""
+    lines = []
+    for section, cls in [(s.name, s.settings) for s in STAGES] + [("logging", LoggingConfig)]:
+        lines.append(f"{section}:  {inspect.getdoc(cls).splitlines()[0]}")
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            rule = getattr(cls, "limits", {}).get(f.name, "")
+            shown = f"  [{rule}]" if rule else ""
+            lines.append(f"  {section}.{f.name} = {default!r}{shown}")
+            if docs.get(f.name):
+                lines += [f"      {line}" for line in textwrap.wrap(docs[f.name], 80)]
+    return "\n".join(lines)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under a dataclass's fields (the string after each field)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body, docs = tree.body[0].body, {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs

@@ -25,6 +25,15 @@ def squash(y: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"squash must be one of {SQUASHES}, got {kind!r}")
 
 
+def observation(z: torch.Tensor, h: torch.Tensor, c: torch.Tensor, with_c: bool) -> torch.Tensor:
+    """What C sees, ``[..., obs]``: [z, c, h] (Doom in the paper, ``with_c``) or [z, h]."""
+    return torch.cat((z, c, h) if with_c else (z, h), -1)
+
+
+def observation_size(z_size: int, hidden_size: int, with_c: bool) -> int:
+    return z_size + hidden_size * (2 if with_c else 1)
+
+
 class Controller:
     """Shapes and maths of a linear controller; the parameters live in flat vectors.
 

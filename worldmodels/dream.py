@@ -29,6 +29,7 @@ import torch
 
 from mdn import sample_gaussian_mixture
 from worldmodels.artifacts import load_latents, load_mdnrnn, run_game
+from worldmodels.controller import observation, observation_size
 from worldmodels.envs import get_game
 from worldmodels.mdnrnn import MDNRNN
 
@@ -95,7 +96,7 @@ class Dream:
         self.initial_sigma = (0.5 * initial_logvar).exp().to(self.device)
         self.z_size, self.hidden_size = mdnrnn.z_size, mdnrnn.hidden_size
         self.action_dim = mdnrnn.action_dim
-        self.obs_size = self.z_size + self.hidden_size * (2 if obs_c else 1)
+        self.obs_size = observation_size(self.z_size, self.hidden_size, obs_c)
 
     @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu", **kwargs) -> Dream:
@@ -124,8 +125,7 @@ class Dream:
 
     def observe(self, state: DreamState) -> torch.Tensor:
         """The controller's input, ``[n, obs_size]``: [z, c, h] or [z, h]."""
-        parts = (state.z, state.c, state.h) if self.obs_c else (state.z, state.h)
-        return torch.cat(parts, -1)
+        return observation(state.z, state.h, state.c, self.obs_c)
 
     @torch.no_grad()
     def step(self, state: DreamState, action: torch.Tensor, generator=None):

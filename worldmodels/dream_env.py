@@ -24,16 +24,18 @@ from worldmodels.artifacts import load_vae
 from worldmodels.dream import Dream, DreamState
 
 
-def _make_dream(run_dir, temperature, done, max_steps, device) -> Dream:
+def _set_up(env, run_dir, temperature, done, max_steps, render_mode, device) -> None:
+    """What both dream envs hold: the dream, its (single) spaces, the renderer and a torch
+    generator made at the first reset."""
     options = {"temperature": temperature, "done": done}
     if max_steps is not None:
         options["max_steps"] = max_steps
-    return Dream.from_run_dir(run_dir, device=device, **options)
-
-
-def _spaces(dream: Dream) -> tuple[gym.spaces.Box, gym.spaces.Box]:
-    obs = gym.spaces.Box(-np.inf, np.inf, (dream.obs_size,), np.float32)
-    return obs, gym.spaces.Box(-1.0, 1.0, (dream.action_dim,), np.float32)
+    env.dream = Dream.from_run_dir(run_dir, device=device, **options)
+    obs = gym.spaces.Box(-np.inf, np.inf, (env.dream.obs_size,), np.float32)
+    env._spaces = (obs, gym.spaces.Box(-1.0, 1.0, (env.dream.action_dim,), np.float32))
+    env.render_mode = render_mode
+    env._render = _Renderer(run_dir, device)
+    env._generator = None
 
 
 def _as_actions(actions, shape: tuple[int, ...], device) -> torch.Tensor:
@@ -81,11 +83,8 @@ class DreamEnv(gym.Env):
         render_mode: str | None = "rgb_array",
         device: str = "cpu",
     ) -> None:
-        self.dream = _make_dream(run_dir, temperature, done, max_steps, device)
-        self.observation_space, self.action_space = _spaces(self.dream)
-        self.render_mode = render_mode
-        self._render = _Renderer(run_dir, device)
-        self._generator = None
+        _set_up(self, run_dir, temperature, done, max_steps, render_mode, device)
+        self.observation_space, self.action_space = self._spaces
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -123,13 +122,11 @@ class DreamVecEnv(VectorEnv):
         render_mode: str | None = "rgb_array",
         device: str = "cpu",
     ) -> None:
-        self.dream = _make_dream(run_dir, temperature, done, max_steps, device)
-        self.num_envs, self.render_mode = num_envs, render_mode
-        self.single_observation_space, self.single_action_space = _spaces(self.dream)
+        _set_up(self, run_dir, temperature, done, max_steps, render_mode, device)
+        self.num_envs = num_envs
+        self.single_observation_space, self.single_action_space = self._spaces
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._render = _Renderer(run_dir, device)
-        self._generator = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         self._np_random, self._np_random_seed = None, None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import gymnasium as gym
 import numpy as np
+import torch
 
 FRAME_SIZE = 64
 FRAME_SHAPE = (FRAME_SIZE, FRAME_SIZE, 3)
@@ -78,6 +79,14 @@ class DoomTakeCover(gym.Wrapper):
         red minus mean green above 60 (about 100-190 in a flash, near 0 without)."""
         frames = np.asarray(frames, np.float32)
         return frames[..., 0].mean((-2, -1)) - frames[..., 1].mean((-2, -1)) > 60
+
+    @staticmethod
+    def fireballs(frames: np.ndarray) -> np.ndarray:
+        """Which pixels of the frames ``[..., 64, 64, 3]`` (0-255) belong to a fireball:
+        bright yellow (red > 180, green > 140, red - blue > 60). Walls, floor, the lamps'
+        few pixels and the damage flash's red are not; a close fireball covers 50-350."""
+        f = np.asarray(frames, np.int16)
+        return (f[..., 0] > 180) & (f[..., 1] > 140) & (f[..., 0] - f[..., 2] > 60)
 
     def discrete_action(self, action: np.ndarray) -> int:
         """The wrapped env's discrete action for a scalar in [-1, 1]."""
@@ -152,22 +161,43 @@ def _require(module: str, package: str, game: str) -> None:
 # --- random data policies (Sec. 3.1 / 4.1: episodes of a random policy) --------------------
 
 
-class HeldUniformPolicy:
-    """Doom's data policy: a uniform action in [-1, 1], held for 1 to ``max_hold`` steps
-    (blind; the paper's: 10)."""
+class HeldUniform:
+    """A uniform action in [low, high], held for 1 to ``max_hold`` steps (blind), for n
+    episodes at once, each with its own action and count: Doom's data policy (the
+    paper's ``max_hold`` is 10) and the calibration's random policy.
 
-    def __init__(self, rng: np.random.Generator, max_hold: int = 10):
+    ``policy(obs, index)`` (the interface of ``Dream.rollout`` and ``calibrate``) gives
+    the actions ``[len(index), A]`` of episodes ``index`` as a torch tensor;
+    ``policy.act(index)`` the same as a numpy array. Draws come from ``rng`` in episode
+    order: redrawn actions, then their hold lengths.
+    """
+
+    def __init__(self, n: int, low, high, rng: np.random.Generator, max_hold: int = 10):
         if not (isinstance(max_hold, int) and max_hold >= 1):
             raise ValueError(f"max_hold must be an integer >= 1, got {max_hold!r}")
+        self.low = np.asarray(low, np.float32)
+        self.high = np.asarray(high, np.float32)
         self.rng, self.max_hold = rng, max_hold
-        self.left = 0
+        self.action = np.zeros((n, len(self.low)), np.float32)
+        self.left = np.zeros(n, np.int64)
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        if self.left == 0:
-            self.action = self.rng.uniform(-1, 1, 1).astype(np.float32)
-            self.left = int(self.rng.integers(1, self.max_hold + 1))
-        self.left -= 1
-        return self.action
+    def act(self, index: np.ndarray) -> np.ndarray:
+        redraw = index[self.left[index] == 0]
+        if len(redraw):
+            shape = (len(redraw), len(self.low))
+            self.action[redraw] = self.rng.uniform(self.low, self.high, shape)
+            self.left[redraw] = self.rng.integers(1, self.max_hold + 1, len(redraw))
+        self.left[index] -= 1
+        return self.action[index]
+
+    def __call__(self, obs, index) -> torch.Tensor:
+        return torch.from_numpy(self.act(np.asarray(index)))
+
+
+def doom_data_policy(rng: np.random.Generator, max_hold: int = 10) -> Callable:
+    """Doom's data policy for one episode: ``policy(frame)`` -> action ``[1]``."""
+    held, first = HeldUniform(1, [-1.0], [1.0], rng, max_hold), np.zeros(1, np.int64)
+    return lambda frame: held.act(first)[0]
 
 
 class DrivingPolicy:
@@ -224,6 +254,8 @@ class Game:
     restart_flag: bool = False  # M's input carries a flag at each episode's first step
     controller_bias: bool = True  # C = W [z, h] + b (CarRacing); Doom's C had no bias
     squash: str = "tanh"  # how C's output becomes the action: "tanh" or "carracing"
+    danger: Callable[[np.ndarray], np.ndarray] | None = None
+    """Pixels of frames that show what kills (Doom: fireballs), to check that V draws them."""
 
 
 GAMES: dict[str, Game] = {
@@ -231,11 +263,12 @@ GAMES: dict[str, Game] = {
         DoomTakeCover,
         1,
         2100,
-        HeldUniformPolicy,
+        doom_data_policy,
         min_length=100,
         survival=True,
         restart_flag=True,
         controller_bias=False,
+        danger=DoomTakeCover.fireballs,
     ),
     "carracing": Game(CarRacing, 3, 1000, DrivingPolicy, squash="carracing"),
 }

@@ -34,11 +34,8 @@ class MDNRNN(nn.Module):
         predict_reward: Have a reward head.
         done_pos_weight: Weight of positive (episode-ending) steps in the done loss.
         done_detached: Train the done head on the LSTM's states without letting the done
-            loss train the LSTM (the original, and the default, train both jointly). On
-            1,500 Doom episodes joint training overfits the done head (held-out done loss
-            0.051 at step 578, 0.123 at step 2,448) while a detached one keeps improving and
-            finds more episode ends; but with little training it learns more slowly, and
-            the dream's calibration was no better (README, Results).
+            loss train the LSTM (the original, and the default, train both jointly;
+            docs/results.md compares the two).
     """
 
     def __init__(
@@ -106,7 +103,7 @@ class MDNRNN(nn.Module):
         return self.mdn(h), done, reward
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of a batch of sequences (see ``mdnrnn_stage.SequenceBatches``).
+        """Loss of a batch of sequences (see ``stages.mdnrnn.SequenceBatches``).
 
         Batch keys: ``z`` ``[B, T, Z]`` inputs, ``action`` ``[B, T, A]``, ``restart``
         ``[B, T]``, ``z_next`` ``[B, T, Z]`` targets, ``mask`` ``[B, T]`` (real steps),

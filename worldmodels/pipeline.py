@@ -1,12 +1,15 @@
 """Running the stages of an experiment in order, skipping what is done.
 
 ``<run_dir>/stages.json`` records, per stage, the settings its outputs were made with
-(its own and every earlier stage's) and whether it finished. A finished stage with the
-same settings is skipped; a stage whose settings changed since its outputs were made is
-refused unless forced (never two configs' artifacts mixed); an unfinished one resumes
-from its own checkpoints. A setting added to the code since a stage's record was
-written counts as unchanged at its default (a new setting's default does what was done
-before it existed). ``--force`` deletes a stage's outputs and runs it again.
+(its own and those of every stage it reads, ``worldmodels.stages``) and whether it
+finished. A finished stage with the same settings is skipped; a stage whose settings
+changed since its outputs were made is refused unless forced (never two configs'
+artifacts mixed); an unfinished one resumes from its own checkpoints. Records written by
+older code are read as today's code would have written them: a setting added since
+counts at its default (a new setting's default does what was done before it), a setting
+removed or moved to another stage no longer counts. ``--force`` sets a stage's outputs
+aside, runs it again, and deletes the old outputs only once it has finished; if it
+fails, the old outputs are put back.
 """
 
 from __future__ import annotations
@@ -18,25 +21,12 @@ from pathlib import Path
 
 import yaml
 
-from worldmodels.collect import collect
-from worldmodels.config import STAGES, Config, stage_dict, to_dict
-from worldmodels.controller_stage import train_controller
-from worldmodels.evaluate import evaluate
+from worldmodels.config import Config, stage_dict, to_dict
 from worldmodels.files import atomic_path, write_json
-from worldmodels.mdnrnn_stage import train_mdnrnn
-from worldmodels.vae_stage import encode, train_vae
+from worldmodels.stages import NAMES, STAGES, Stage, get
+from worldmodels.stages.evaluate import headline
 
-OUTPUTS = {"collect": "rollouts", "vae": "vae", "encode": "latents", "mdnrnn": "mdnrnn",
-           "controller": "controller", "evaluate": "evaluate"}  # fmt: skip
-RUNNERS = {
-    "collect": lambda c: collect(c.collect, c.path / "rollouts"),
-    "vae": lambda c: train_vae(c.vae, c.path),
-    "encode": lambda c: encode(c.encode, c.path),
-    "mdnrnn": lambda c: train_mdnrnn(c.mdnrnn, c.path),
-    "controller": lambda c: train_controller(c.controller, c.path),
-    "evaluate": lambda c: evaluate(c.evaluate, c.path),
-}
-IGNORED = {"workers", "device"}  # settings that do not change a stage's outputs
+REPLACED = ".replaced"  # suffix of a forced stage's old outputs while it runs
 
 
 def claim_run_dir(config: Config) -> None:
@@ -58,27 +48,34 @@ def read_status(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _settings(config: Config, stage: str) -> dict:
-    def strip(d):
-        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in IGNORED}
+def _strip(settings: dict) -> dict:
+    """Drop each stage's settings that do not change its outputs."""
+    return {name: {k: v for k, v in values.items() if k not in get(name).ignored}
+            for name, values in settings.items()}  # fmt: skip
 
-    return strip(stage_dict(config, stage))
+
+def settings_of(config: Config, stage: str) -> dict:
+    """The settings a stage's outputs are made with (what stages.json records)."""
+    return _strip(stage_dict(config, stage))
 
 
-def _with_added(recorded: dict, stage: str) -> dict:
-    """``recorded`` with the settings added to the code since it was written, at their
-    defaults: a setting is added with a default that does what was done before it."""
+def _as_today(recorded: dict, stage: str) -> dict:
+    """``recorded`` as today's code would record it: settings added since, at their
+    defaults; settings no longer there (removed, or moved to another stage), dropped."""
 
-    def fill(old, default):
-        new = dict(old)
-        for key, value in default.items():
-            if key not in new:
+    def align(old: dict, today: dict) -> dict:
+        new = {}
+        for key, value in today.items():
+            if key not in old:
                 new[key] = value
-            elif isinstance(value, dict) and isinstance(new[key], dict):
-                new[key] = fill(new[key], value)
+            elif isinstance(value, dict) and isinstance(old[key], dict) and key in NAMES:
+                new[key] = align(old[key], value)
+            else:
+                new[key] = old[key]
         return new
 
-    return fill(recorded, _settings(Config(), stage))
+    defaults = settings_of(Config(), stage)
+    return align(_strip({k: v for k, v in recorded.items() if k in NAMES}), defaults)
 
 
 def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -92,47 +89,90 @@ def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def run_stage(config: Config, stage: str, force: bool = False) -> str:
-    """Run one stage unless it is done; return "skipped", "ran" or "resumed"."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    run_dir, out = config.path, config.path / OUTPUTS[stage]
-    status, settings = read_status(run_dir), _settings(config, stage)
-    entry = status.get(stage)
-    if force:
-        shutil.rmtree(out, ignore_errors=True)
-        entry = None
-    elif entry is not None and (recorded := _with_added(entry["settings"], stage)) != settings:
+def run_stage(config: Config, name: str, force: bool = False) -> str:
+    """Run one stage unless it is done; return "skipped", "adopted", "ran" or "resumed"."""
+    stage = get(name)
+    run_dir, out = config.path, config.path / stage.output
+    status, settings = read_status(run_dir), settings_of(config, name)
+    entry = None if force else status.get(name)
+    if entry is not None and (recorded := _as_today(entry["settings"], name)) != settings:
         changed = ", ".join(_changed(recorded, settings))
         raise ValueError(
-            f"stage {stage}: its outputs in {out} were made with other settings ({changed}); "
+            f"stage {name}: its outputs in {out} were made with other settings ({changed}); "
             f"rerun with --force to remake them"
         )
-    elif entry is not None and entry["done"]:
-        print(f"{stage}: done already, skipped")
+    if entry is not None and entry["done"]:
+        print(f"{name}: done already, skipped")
         return "skipped"
-    elif entry is None and out.exists() and any(out.iterdir()):
-        raise ValueError(f"stage {stage}: {out} holds outputs this experiment did not make; "
+    adoptable = entry is None and not force and stage.adopt is not None
+    if adoptable and stage.adopt(getattr(config, name), run_dir, status):
+        _record(run_dir, name, settings, done=True)
+        print(f"{name}: found in the run directory's earlier layout, adopted")
+        return "adopted"
+    if entry is None and not force and out.exists() and any(out.iterdir()):
+        raise ValueError(f"stage {name}: {out} holds outputs this experiment did not make; "
                          "move them away or rerun with --force")  # fmt: skip
-    resumed = entry is not None
-    status[stage] = {"settings": settings, "done": False, "started": time.time()}
-    write_json(run_dir / "stages.json", status)
-    RUNNERS[stage](config)
-    status[stage].update(done=True, finished=time.time())
-    write_json(run_dir / "stages.json", status)
-    return "resumed" if resumed else "ran"
+    if force:
+        return _forced(config, stage, status.get(name))
+    _record(run_dir, name, settings, done=False)
+    stage.run(getattr(config, name), run_dir)
+    _record(run_dir, name, settings, done=True)
+    return "resumed" if entry is not None else "ran"
 
 
-def run(config: Config, stages: tuple[str, ...] = STAGES, force: bool = False) -> None:
+def _forced(config: Config, stage: Stage, old_entry: dict | None) -> str:
+    """Run ``stage`` afresh; its old outputs wait beside it and come back if it fails."""
+    run_dir, settings = config.path, settings_of(config, stage.name)
+    out = run_dir / stage.output
+    aside = out.with_name(out.name + REPLACED)
+    if out.exists() and not aside.exists():
+        out.rename(aside)
+    shutil.rmtree(out, ignore_errors=True)  # a half-made new output of a killed forced run
+    try:
+        _record(run_dir, stage.name, settings, done=False)
+        stage.run(getattr(config, stage.name), run_dir)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if aside.exists():
+            aside.rename(out)
+        _restore(run_dir, stage.name, old_entry)
+        raise
+    _record(run_dir, stage.name, settings, done=True)
+    shutil.rmtree(aside, ignore_errors=True)
+    return "ran"
+
+
+def _record(run_dir: Path, name: str, settings: dict, done: bool) -> None:
+    status = read_status(run_dir)
+    entry = status.get(name, {})
+    if not done or "started" not in entry or entry.get("settings") != settings:
+        entry = {"settings": settings, "started": time.time()}
+    entry["done"] = done
+    if done:
+        entry["finished"] = time.time()
+    status[name] = entry
+    write_json(run_dir / "stages.json", status)
+
+
+def _restore(run_dir: Path, name: str, entry: dict | None) -> None:
+    status = read_status(run_dir)
+    if entry is None:
+        status.pop(name, None)
+    else:
+        status[name] = entry
+    write_json(run_dir / "stages.json", status)
+
+
+def run(config: Config, stages: tuple[str, ...] = NAMES, force: bool = False) -> None:
     """Run ``stages`` in order (each skipped if done); ``force`` remakes them all."""
     config.path.mkdir(parents=True, exist_ok=True)
     claim_run_dir(config)
     logger = _wandb(config)
-    for stage in stages:
-        print(f"== {stage} ==", flush=True)
-        run_stage(config, stage, force)
+    for name in stages:
+        print(f"== {name} ==", flush=True)
+        run_stage(config, name, force)
         if logger is not None:
-            logger.log_stage(stage)
+            logger.log_stage(get(name))
     if logger is not None:
         logger.finish()
 
@@ -146,47 +186,39 @@ def _wandb(config: Config):
 
 
 def report(run_dir: str | Path) -> str:
-    """Stage status and scores as Markdown; also written to <run_dir>/report.md."""
+    """Stage status and times, then every stage's summary, as Markdown; also written to
+    <run_dir>/report.md."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    status = read_status(run_dir)
     name = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("name")
-    lines = [f"# {name}", "", "| stage | status |", "|---|---|"]
+    status = read_status(run_dir)
+    lines = [f"# {name}", ""]
+    if status.get("evaluate", {}).get("done"):
+        lines += [f"**Verdict: {headline(run_dir)}.**", ""]
+    lines += _status_table(status)
     for stage in STAGES:
-        entry = status.get(stage)
-        state = (
-            "not run" if entry is None else ("done" if entry["done"] else "started, not finished")
-        )
-        lines.append(f"| {stage} | {state} |")
-    lines += _scores(run_dir)
-    for title, image in (("V: frames and reconstructions", "vae/reconstructions.png"),
-                         ("CMA-ES", "controller/history.png")):  # fmt: skip
-        if (run_dir / image).exists():
-            lines += ["", f"## {title}", "", f"![{title}]({image})"]
+        summary = stage.summary(run_dir) if status.get(stage.name, {}).get("done") else []
+        lines += ["", *summary] if summary else []
     text = "\n".join(lines) + "\n"
     with atomic_path(run_dir / "report.md") as tmp:
         tmp.write_text(text)
     return text
 
 
-def _scores(run_dir: Path) -> list[str]:
-    lines = []
-    m = run_dir / "mdnrnn" / "results.json"
-    if m.exists():
-        r = json.loads(m.read_text())
-        lines += ["", "## M", "", f"held-out NLL per dim {r['z_nll_per_dim']:.3f} nats "
-                  f"(z_(t+1) = z_t baseline {r['baseline_z_nll_per_dim']:.3f}); done precision "
-                  f"{r.get('done_precision', float('nan')):.2f}, recall "
-                  f"{r.get('done_recall', float('nan')):.2f}"]  # fmt: skip
-    e = run_dir / "evaluate" / "results.json"
-    if e.exists():
-        r = json.loads(e.read_text())
-        lines += ["", "## Scores", "", "| | mean | std |", "|---|---|---|",
-                  f"| real game ({len(r['seeds'])} episodes) | {r['real']['mean']:.1f} | "
-                  f"{r['real']['std']:.1f} |",
-                  f"| random policy, same seeds | {r['random_policy']['mean']:.1f} | "
-                  f"{r['random_policy']['std']:.1f} |",
-                  f"| dream (tau {r['dream']['temperature']}) | {r['dream']['mean']:.1f} "
-                  "| |"]  # fmt: skip
+def _status_table(status: dict) -> list[str]:
+    lines, total = ["| stage | status | minutes |", "|---|---|---|"], 0.0
+    for name in NAMES:
+        entry = status.get(name)
+        if entry is None:
+            lines.append(f"| {name} | not run | |")
+            continue
+        state = "done" if entry["done"] else "started, not finished"
+        minutes = ""
+        if entry["done"] and "started" in entry and "finished" in entry:
+            seconds = entry["finished"] - entry["started"]
+            total += seconds
+            minutes = f"{seconds / 60:.1f}"
+        lines.append(f"| {name} | {state} | {minutes} |")
+    lines.append(f"| all | | {total / 60:.1f} |")
     return lines

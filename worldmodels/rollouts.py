@@ -41,6 +41,13 @@ def held_out(index: int, val_every: int) -> bool:
     return index % val_every == 0
 
 
+def split_held_out(items: list, val_every: int, index=lambda item: item["index"]):
+    """(train, val) of episodes (files or loaded dicts): those whose episode index
+    (``index(item)``) is a multiple of ``val_every`` are held out, the same in V and M."""
+    val = [item for item in items if held_out(index(item), val_every)]
+    return [item for item in items if not held_out(index(item), val_every)], val
+
+
 def episode_paths(directory: str | os.PathLike) -> list[Path]:
     """All episode files in ``directory``, sorted by index."""
     return sorted(p for p in Path(directory).glob("*.npz") if p.stem.isdigit())

@@ -2,22 +2,23 @@
 
 One wandb run per experiment (its id kept in <run_dir>/wandb_id so a resumed experiment
 continues it); after each stage, the new lines of metrics.jsonl (already stage-prefixed,
-e.g. ``vae/train/loss``) and the stage's pictures, video and score table. WANDB_MODE
-(e.g. ``offline``) is respected; nothing here opens a connection by itself.
+e.g. ``vae/train/loss``), the stage's media (``Stage.media``) and the numbers of its
+``<output>/results.json``, flattened (``evaluate/results/real/mean``). The WANDB_*
+variables are respected: WANDB_MODE (e.g. ``offline``), and WANDB_DIR for where wandb
+writes (the run directory when it is not set). Nothing here opens a connection by itself.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import wandb
 
 from worldmodels.config import Config, to_dict
 from worldmodels.files import atomic_path
-
-MEDIA = {"vae": ["vae/reconstructions.png"], "controller": ["controller/history.png"],
-         "evaluate": ["evaluate/episode.mp4"]}  # fmt: skip
+from worldmodels.stages import Stage
 
 
 class WandbLogger:
@@ -30,32 +31,39 @@ class WandbLogger:
         run_id = id_file.read_text().strip()
         self.run = wandb.init(
             project=config.logging.project, name=config.name, id=run_id, resume="allow",
-            dir=str(self.run_dir), config=to_dict(config),
+            dir=os.environ.get("WANDB_DIR") or str(self.run_dir), config=to_dict(config),
         )  # fmt: skip
         self.logged_lines = 0
 
-    def log_stage(self, stage: str) -> None:
+    def log_stage(self, stage: Stage) -> None:
         metrics = self.run_dir / "metrics.jsonl"
         lines = metrics.read_text().splitlines() if metrics.exists() else []
         for line in lines[self.logged_lines :]:
             record = json.loads(line)
             step = record.pop("step", None)
             record.pop("time", None)
-            self.run.log({**record, f"{stage}/step": step})
+            self.run.log({**record, f"{stage.name}/step": step})
         self.logged_lines = len(lines)
-        for name in MEDIA.get(stage, []):
+        for name in stage.media:
             path = self.run_dir / name
             if path.exists():
                 media = wandb.Video(str(path)) if name.endswith(".mp4") else wandb.Image(str(path))
-                self.run.log({f"{stage}/{path.stem}": media})
-        results = self.run_dir / "evaluate" / "results.json"
-        if stage == "evaluate" and results.exists():
-            r = json.loads(results.read_text())
-            table = wandb.Table(columns=["policy", "mean", "std"], data=[
-                ["controller, real game", r["real"]["mean"], r["real"]["std"]],
-                ["random policy, real game", r["random_policy"]["mean"], r["random_policy"]["std"]],
-                ["controller, dream", r["dream"]["mean"], None]])  # fmt: skip
-            self.run.log({"evaluate/scores": table})
+                self.run.log({f"{stage.name}/{path.stem}": media})
+        results = self.run_dir / stage.output / "results.json"
+        if results.exists():
+            numbers = flatten(json.loads(results.read_text()), f"{stage.name}/results/")
+            self.run.summary.update(numbers)
 
     def finish(self) -> None:
         self.run.finish()
+
+
+def flatten(data: dict, prefix: str) -> dict[str, float]:
+    """The numbers of nested ``data`` under slash-joined keys (lists and text left out)."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out

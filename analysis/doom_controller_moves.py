@@ -4,7 +4,7 @@ Plays ``controller/best.pt`` of RUN_DIR for ten real episodes (seeds 0-9) and pr
 the mean length, the share of steps it moves left, stays and moves right (as the game
 reads the action: ``DoomTakeCover.move``), and how often the move changes.
 
-    python examples/doom_controller_moves.py RUN_DIR
+    python analysis/doom_controller_moves.py RUN_DIR
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 import numpy as np
 
 from worldmodels.agent import Agent
-from worldmodels.controller_stage import load_controller
 from worldmodels.envs import DoomTakeCover
+from worldmodels.stages.controller import load_controller
 
 
 def main(run_dir: str, episodes: int = 10) -> None:

@@ -18,7 +18,7 @@ Beside them, a probe: a small MLP trained on the same ends that reads only V's l
 of the last frame(s), no memory; if it finds more ends than M's head, the information
 was in z and M's state lost it.
 
-    python examples/doom_done_head.py runs/doom_laptop
+    python analysis/doom_done_head.py runs/doom_laptop
 
 A second hit while the flash of the first is still on is not seen (counted as none).
 """

@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -41,6 +42,11 @@ MAX_ATTEMPTS = 100
 @dataclass
 class CollectConfig:
     """Settings of the random-rollout collection."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "episodes": ">= 1", "workers": ">= 0", "min_length": ">= 0",
+    }  # fmt: skip
+    """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
     game: str = "doom_takecover"
     """Registry name of the game (``worldmodels.envs.GAMES``)."""
@@ -219,3 +225,14 @@ def _claim_directory(out_dir: Path, config: CollectConfig, min_length: int) -> N
     if episode_paths(out_dir):
         raise ValueError(f"{out_dir} holds episodes but no {META}; use another directory")
     write_json(meta_path, meta)
+
+
+def summary(run_dir: Path) -> list[str]:
+    """How many episodes of which game and data policy, as Markdown."""
+    path = run_dir / "rollouts" / META
+    if not path.exists():
+        return []
+    meta = json.loads(path.read_text())
+    count = len(episode_paths(run_dir / "rollouts"))
+    return ["## Data", "", f"{count} episodes of {meta['game']}, data policy "
+            f"{meta.get('policy', {})}, game settings {meta.get('env', {})}"]  # fmt: skip

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cma
 import numpy as np
@@ -42,16 +43,30 @@ FITNESS = ("dream", "real")
 class ControllerConfig:
     """CMA-ES settings (defaults: the paper's) and where fitness comes from."""
 
+    limits: ClassVar[dict[str, str]] = {
+        "fitness": "dream real", "generations": ">= 1", "popsize": ">= 2", "sigma0": "> 0",
+        "episodes": ">= 1", "temperature": "> 0", "done": "logit sample", "eval_every": ">= 1",
+        "eval_episodes": ">= 1", "eval_real_episodes": ">= 0", "workers": ">= 0",
+        "precision": "float32 bfloat16",
+    }  # fmt: skip
+    """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
+
     fitness: str = "dream"
     """"dream" (batched, the paper's Doom setup) or "real" (workers, its CarRacing setup)."""
     generations: int = 200
+    """CMA-ES generations."""
     popsize: int = 64
+    """Candidates per generation (at least 2)."""
     sigma0: float = 0.1
+    """CMA-ES's initial step size."""
     episodes: int = 16
     """Episodes per candidate; fitness is their mean return."""
     temperature: float = 1.15
+    """tau of the dreams fitness is measured in."""
     done: str = "logit"
+    """How a dream ends: "logit" (done logit > 0, the paper) or "sample"."""
     eval_every: int = 25
+    """Generations between scorings of the CMA-ES mean (the best is kept)."""
     eval_episodes: int = 1024
     """Dream episodes scoring the CMA-ES mean every eval_every generations."""
     eval_real_episodes: int = 0
@@ -61,7 +76,9 @@ class ControllerConfig:
     precision: str = "float32"
     """The dream's precision: float32 or bfloat16 (faster on CPUs with bf16 units)."""
     device: str = "cpu"
+    """Where the dreams run (cpu or a CUDA device)."""
     seed: int = 0
+    """Seed of CMA-ES and of the dreams."""
 
 
 def evolve(
@@ -140,18 +157,19 @@ def _save_state(out: Path, state: dict) -> None:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in state["history"]))
 
 
-def dream_fitness(dream: Dream, controller: Controller, config: ControllerConfig):
-    """fitness(candidates, generation): mean dream return of each, all dreams in one batch."""
+def dream_fitness(dream: Dream, controller: Controller, episodes: int, seed: int):
+    """fitness(candidates, generation): mean return of each over ``episodes`` dreams, all
+    dreams in one batch; the dreams of generation g are drawn from (seed, g)."""
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
         params = torch.as_tensor(candidates, dtype=torch.float32, device=dream.device)
-        n = len(params) * config.episodes
-        which = torch.arange(n, device=dream.device) // config.episodes
-        gen = torch.Generator(dream.device).manual_seed(config.seed * 1_000_003 + generation)
+        n = len(params) * episodes
+        which = torch.arange(n, device=dream.device) // episodes
+        gen = torch.Generator(dream.device).manual_seed(seed * 1_000_003 + generation)
         returns, _ = dream.rollout(
             lambda obs, index: controller.act_batched(params, which[index], obs), n, gen
         )
-        return returns.view(len(params), config.episodes).mean(1).cpu().numpy()
+        return returns.view(len(params), episodes).mean(1).cpu().numpy()
 
     return fitness
 
@@ -189,11 +207,10 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash)
     workers = resolve_workers(config.workers)
     if config.fitness == "dream":
-        fitness = dream_fitness(dream, controller, config)
+        fitness = dream_fitness(dream, controller, config.episodes, config.seed)
     else:
         fitness = real_fitness(run_dir, config, workers)
-    score_in_dream = dream_fitness(dream, controller, ControllerConfig(
-        episodes=config.eval_episodes, seed=config.seed + 7))  # fmt: skip
+    score_in_dream = dream_fitness(dream, controller, config.eval_episodes, config.seed + 7)
 
     def evaluate(mean: np.ndarray, generation: int) -> dict:
         scores = {"dream": float(score_in_dream(mean[None], generation)[0])}
@@ -255,3 +272,16 @@ def plot_history(history: list[dict], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def summary(run_dir: Path) -> list[str]:
+    """The kept controller (generation, dream score) and the CMA-ES curve, as Markdown."""
+    path = run_dir / "controller" / "es_state.json"
+    if not path.exists():
+        return []
+    state = json.loads(path.read_text())
+    best, generations = state.get("best") or {}, len(state["fitness"])
+    line = f"{generations} generations; kept the CMA-ES mean of generation " + (
+        f"{best['generation']}, dream score {best['dream']:.1f}" if best else "none yet"
+    )
+    return ["## C", "", line, "", "![CMA-ES](controller/history.png)"]

@@ -7,7 +7,7 @@ reads the player's position across the room from ViZDoom (``POSITION_Y``; the ro
 from 16 to 752, the player starts at 384), and prints the mean episode length, the
 fraction of steps within 24 units of a wall, and how long the stays at a wall last.
 
-    python examples/doom_wall_time.py --max-hold 10 50 --episodes 60
+    python analysis/doom_wall_time.py --max-hold 10 50 --episodes 60
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 import vizdoom as vzd
 
-from worldmodels.envs import HeldUniformPolicy, make_env
+from worldmodels.envs import doom_data_policy, make_env
 
 WALLS = (16, 752)  # POSITION_Y of the player standing against the left / right wall
 NEAR = 24  # within this many units of a wall counts as at the wall (a step moves ~8)
@@ -36,7 +36,7 @@ def play(env, max_hold: int, episodes: int, seed: int) -> tuple[np.ndarray, list
     for i in range(episodes):
         rng = np.random.default_rng([seed, i])
         env.reset(seed=int(rng.integers(2**31)))
-        policy, ys, done = HeldUniformPolicy(rng, max_hold), [], False
+        policy, ys, done = doom_data_policy(rng, max_hold), [], False
         while not done:
             ys.append(game.get_game_variable(vzd.GameVariable.POSITION_Y))  # before the step
             _, _, terminated, truncated, _ = env.step(policy(None))

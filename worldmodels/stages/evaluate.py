@@ -1,5 +1,8 @@
 """Stage ``evaluate``: the best controller in the real game (paper Sec. 3.4 and 4.5).
 
+Reads controller/best.pt, the world model and rollouts/meta.json. Writes
+evaluate/results.json and evaluate/episode.mp4.
+
 Scores controller/best.pt over N real episodes (seeds fixed and recorded, worker
 processes in parallel), the game's random data policy on the same seeds, and the same
 controller in the dream. All three land side by side in evaluate/results.json, because a
@@ -10,41 +13,50 @@ M predicted for that step.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
 from worldmodels.agent import Agent, play_episodes
-from worldmodels.controller_stage import (
-    ControllerConfig,
+from worldmodels.dream import Dream
+from worldmodels.files import atomic_path, write_json
+from worldmodels.runtime import resolve_workers
+from worldmodels.stages.controller import (
     dream_fitness,
     episode_seeds,
     load_controller,
 )
-from worldmodels.dream import Dream
-from worldmodels.files import atomic_path, write_json
-from worldmodels.runtime import resolve_workers
 
 
 @dataclass
 class EvaluateConfig:
+    limits: ClassVar[dict[str, str]] = {
+        "episodes": ">= 1", "dream_episodes": ">= 1", "temperature": "> 0",
+        "done": "logit sample", "workers": ">= 0",
+    }  # fmt: skip
+    """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
     episodes: int = 100
     """Real-game episodes (the paper's 100)."""
     dream_episodes: int = 1024
+    """Dreams the controller is also scored in."""
     temperature: float = 1.15
     """Temperature of the dream score."""
     done: str = "logit"
     """The dream score's done rule ("logit" or "sample"), as ``controller.done``."""
     workers: int | None = None
+    """Worker processes for the real episodes; None: one per core."""
     video: bool = True
+    """Write evaluate/episode.mp4 (real frame, V's reconstruction, M's prediction)."""
     seed: int = 12345
     """Env seeds are drawn from this; they are written to results.json."""
 
 
-def summary(scores: np.ndarray) -> dict:
+def statistics(scores: np.ndarray) -> dict:
     return {"mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()),
             "max": float(scores.max()), "scores": scores.tolist()}  # fmt: skip
 
@@ -60,11 +72,10 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
     seeds = episode_seeds(config.seed, 0, config.episodes)
     real, _ = play_episodes(run_dir, [(params, s) for s in seeds], workers)
     random, _ = play_episodes(run_dir, [(None, s) for s in seeds], workers)
-    in_dream = dream_fitness(dream, controller, ControllerConfig(episodes=config.dream_episodes,
-                                                                 seed=config.seed))  # fmt: skip
+    in_dream = dream_fitness(dream, controller, config.dream_episodes, config.seed)
     dream_mean = float(in_dream(params[None], 0)[0])
     results = {
-        "real": summary(real), "random_policy": summary(random),
+        "real": statistics(real), "random_policy": statistics(random),
         "dream": {"mean": dream_mean, "episodes": config.dream_episodes,
                   "temperature": config.temperature, "done": config.done},
         "seeds": seeds,
@@ -74,7 +85,8 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
         write_video(Agent(run_dir), params, seeds[0], out / "episode.mp4")
     print(
         f"evaluate: real {real.mean():.1f} +- {real.std():.1f} over {len(seeds)} episodes; "
-        f"random policy {random.mean():.1f} +- {random.std():.1f}; dream {dream_mean:.1f}"
+        f"random policy {random.mean():.1f} +- {random.std():.1f}; dream {dream_mean:.1f}\n"
+        f"evaluate: {verdict(real.mean(), random.mean(), dream_mean)}"
     )
     return results
 
@@ -91,3 +103,39 @@ def write_video(agent: Agent, params: np.ndarray, seed: int, path: Path, scale: 
             writer.write(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
         writer.release()
         os.replace(str(tmp) + ".mp4", tmp)  # OpenCV picks the container by extension
+
+
+TRANSFERS = 2.0
+"""A controller "transfers" when its real-game mean is at least this multiple of the random
+policy's on the same seeds."""
+
+
+def verdict(real: float, random: float, dream: float) -> str:
+    """One line: did what CMA-ES found in the dream carry over to the real game?"""
+    ratio = real / random if random > 0 else float("inf")
+    if ratio >= TRANSFERS:
+        return f"the controller transfers: {ratio:.2f}x the random policy in the real game"
+    if ratio > 1.1:
+        return (f"the controller partly transfers: {ratio:.2f}x the random policy in the real "
+                f"game (dream {dream:.0f}, real {real:.0f})")  # fmt: skip
+    return (f"the controller does not transfer: {ratio:.2f}x the random policy; it exploits "
+            f"the dream (dream {dream:.0f}, real {real:.0f})")  # fmt: skip
+
+
+def headline(run_dir: Path) -> str:
+    """The verdict of a run directory's evaluation."""
+    r = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    return verdict(r["real"]["mean"], r["random_policy"]["mean"], r["dream"]["mean"])
+
+
+def summary(run_dir: Path) -> list[str]:
+    """The three scores as Markdown."""
+    path = run_dir / "evaluate" / "results.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    real, random, dream = r["real"], r["random_policy"], r["dream"]
+    return ["## Scores", "", "| | mean | std |", "|---|---|---|",
+            f"| real game ({len(r['seeds'])} episodes) | {real['mean']:.1f} | {real['std']:.1f} |",
+            f"| random policy, same seeds | {random['mean']:.1f} | {random['std']:.1f} |",
+            f"| dream (tau {dream['temperature']}) | {dream['mean']:.1f} | |"]  # fmt: skip

@@ -1,6 +1,6 @@
 """Stage ``mdnrnn``: train M on the encoded episodes (paper Sec. 2.2, Appendix A.2).
 
-Input: latents/<i>.npz (stage encode). Output: mdnrnn/ckpt.pt and mdnrnn/results.json
+Reads latents/<i>.npz (stage encode). Writes mdnrnn/ckpt.pt and mdnrnn/results.json
 (validation NLL per dimension against the z_{t+1} = z_t baseline, done precision and
 recall), metrics.jsonl lines mdnrnn/train/* and mdnrnn/val/*.
 
@@ -15,23 +15,23 @@ episodes (``refit_done_head``), because trained jointly it overfits the episode 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from worldmodels.artifacts import load_latents, run_env, run_game
-from worldmodels.calibrate import calibrate, report
-from worldmodels.dream import Dream
+from worldmodels.artifacts import load_latents, run_game
 from worldmodels.envs import get_game
 from worldmodels.files import write_json
 from worldmodels.mdnrnn import MDNRNN
 from worldmodels.metrics import MetricsLog
-from worldmodels.rollouts import held_out
+from worldmodels.rollouts import split_held_out
 from worldmodels.runtime import (
     autocast,
     choose_precision,
@@ -46,10 +46,21 @@ from worldmodels.train import fit, save_checkpoint, to_device
 class MDNRNNConfig:
     """Settings of M and its training (defaults: the paper's Doom setup)."""
 
+    limits: ClassVar[dict[str, str]] = {
+        "hidden_size": ">= 1", "n_components": ">= 1", "done_pos_weight": "> 0",
+        "done_refit_steps": ">= 0", "seq_len": ">= 2", "batch_size": ">= 1", "lr": "> 0",
+        "min_lr": ">= 0", "lr_decay": "> 0", "grad_clip": "> 0", "epochs": ">= 1",
+        "max_steps": ">= 1", "val_every": ">= 2", "checkpoint_every": ">= 1",
+        "precision": "auto float32 bfloat16",
+    }  # fmt: skip
+    """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
+
     hidden_size: int = 512
     """LSTM units: 512 for Doom, 256 for CarRacing in the paper."""
     n_components: int = 5
+    """Gaussians per latent dimension (the paper's 5)."""
     done_pos_weight: float = 10.0
+    """Weight of episode-ending steps in the done loss (the original's 10)."""
     done_detached: bool = False
     """Keep the done loss out of the LSTM's gradient (see MDNRNN)."""
     done_refit_steps: int = 400
@@ -57,30 +68,31 @@ class MDNRNNConfig:
     steps (of 8,192 states) and keep whichever head, joint or refit, has the lowest
     held-out done loss (see ``refit_done_head``; 0: keep the jointly trained head)."""
     seq_len: int = 500
+    """Steps per training window (the paper's 500 for Doom, 999 for CarRacing)."""
     batch_size: int = 100
+    """Windows per step."""
     lr: float = 1e-3
+    """Adam's initial learning rate."""
     min_lr: float = 1e-5
+    """The floor the learning rate decays to."""
     lr_decay: float = 0.99999
     """lr(step) = min_lr + (lr - min_lr) * lr_decay**step, as the original (1.0: constant)."""
     grad_clip: float = 1.0
     """Every gradient element clipped to [-grad_clip, grad_clip], as the original."""
     epochs: int = 20
+    """Passes over the training episodes."""
     max_steps: int | None = None
+    """Stop after this many steps even mid-epoch (None: run all epochs)."""
     val_every: int = 20
     """Hold out every val_every-th episode (by index), the same ones as the VAE."""
     checkpoint_every: int = 200
+    """Steps between checkpoints (and validations)."""
     precision: str = "auto"
+    """float32, bfloat16, or auto (measure both, keep the faster)."""
     device: str = "auto"
+    """auto (CUDA if present, else CPU), or a torch device."""
     seed: int = 0
-    calibration_episodes: int = 100
-    """Afterwards, play a no-op and a random policy this many episodes in the real game and
-    in the dream and compare their survival (0: skip)."""
-    calibration_temperature: float = 1.15
-
-
-def split(episodes: list[dict], val_every: int) -> tuple[list[dict], list[dict]]:
-    val = [e for e in episodes if held_out(e["index"], val_every)]
-    return [e for e in episodes if not held_out(e["index"], val_every)], val
+    """Seed of the weights, the windows and the z sampling."""
 
 
 class SequenceBatches:
@@ -153,11 +165,11 @@ def build_mdnrnn(config: MDNRNNConfig, game_name: str, z_size: int) -> MDNRNN:
 
 
 def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
-    """Train (or resume) M; write mdnrnn/results.json (and calibration.json); return it."""
+    """Train (or resume) M; write mdnrnn/results.json and return it."""
     run_dir = Path(run_dir)
     episodes, z_size = load_latents(run_dir)
     game_name = run_game(run_dir)
-    train, val = split(episodes, config.val_every)
+    train, val = split_held_out(episodes, config.val_every)
     if not train or not val:
         raise ValueError(
             f"{run_dir / 'latents'}: {len(train)} training and {len(val)} held-out episodes; "
@@ -200,7 +212,7 @@ def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
         )  # fmt: skip
         progress["val"] = validate_mdnrnn(model, val_batches, device, precision)
         save_checkpoint(ckpt_path, model, optimizer, scheduler, progress, record)
-    results = dict(progress["val"], steps=progress["step"])
+    results = dict(progress["val"], steps=progress["step"], precision=precision)
     if "done_refit" in progress:
         results["done_refit"] = progress["done_refit"]
     results["baseline_z_nll_per_dim"] = baseline_nll(batches.batches(0), val_batches)
@@ -217,13 +229,6 @@ def train_mdnrnn(config: MDNRNNConfig, run_dir: str | os.PathLike) -> dict:
             f"mdnrnn: done head kept: {kept} (held-out done loss joint "
             f"{r['joint_val_done_loss']:.4f}, kept {r['val_done_loss']:.4f})"
         )
-    if config.calibration_episodes:
-        dream = Dream.from_run_dir(run_dir, temperature=config.calibration_temperature)
-        calibration = calibrate(
-            dream, game_name, config.calibration_episodes, config.seed, run_env(run_dir)
-        )
-        write_json(run_dir / "mdnrnn" / "calibration.json", calibration)
-        print(report(calibration))
     return results
 
 
@@ -249,8 +254,7 @@ def refit_done_head(
     """Fit the done head alone on the trained LSTM's states, with early stopping.
 
     Trained jointly with the LSTM, the done head fits the training episodes' ends long
-    before the z prediction stops improving (1,500 Doom episodes: held-out done loss
-    lowest near step 500 of 2,448, recall 0.61 there and 0.33-0.43 at the end). Here the
+    before the z prediction stops improving (docs/results.md, "The done head"). Here the
     LSTM is frozen: its states over the training windows of ``batches`` (at most
     ``max_states`` steps) and the held-out ones are computed once, a freshly initialised
     head is trained on them for ``steps`` steps of ``batch_size`` random states, and of
@@ -349,3 +353,15 @@ def baseline_nll(train_batches, val_batches: list[dict], fit_batches: int = 20) 
         total += (0.5 * torch.log(2 * math.pi * var) + 0.5 * (d - mean) ** 2 / var).sum().item()
         count += d.numel()
     return total / count
+
+
+def summary(run_dir: Path) -> list[str]:
+    """M's held-out numbers, one line of Markdown."""
+    path = run_dir / "mdnrnn" / "results.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    return ["## M", "", f"held-out NLL per dim {r['z_nll_per_dim']:.3f} nats (z_(t+1) = z_t "
+            f"baseline {r['baseline_z_nll_per_dim']:.3f}); done precision "
+            f"{r.get('done_precision', float('nan')):.2f}, recall "
+            f"{r.get('done_recall', float('nan')):.2f}"]  # fmt: skip

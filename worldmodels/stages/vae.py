@@ -1,13 +1,9 @@
-"""Stages ``vae`` (train V on the collected frames) and ``encode`` (frames -> latents).
+"""Stage ``vae``: train V, the convolutional VAE, on the collected frames (paper Sec. 2.1).
 
-Run-directory files:
-    rollouts/<i>.npz         input (stage collect)
-    vae/ckpt.pt              the trained ConvVAE (a ``worldmodels.train`` checkpoint)
-    vae/reconstructions.png  held-out frames (top) above their reconstructions (bottom)
-    latents/<i>.npz          per episode: mu, logvar float32 [T, z], and the episode's
-                             action, reward, terminated, truncated, uncompressed so the
-                             MDN-RNN stage loads them quickly; latents/meta.json records z
-    metrics.jsonl            vae/train/*, vae/val/* lines
+Reads rollouts/<i>.npz (stage collect). Writes vae/ckpt.pt (a ``worldmodels.train``
+checkpoint), vae/reconstructions.png (held-out frames above their reconstructions) and
+vae/results.json (held-out loss terms; for Doom also how much of the close fireballs V
+draws back), and metrics.jsonl lines vae/train/*, vae/val/*.
 
 Frames are streamed from disk (``rollouts.FrameStream``), never all in memory. Every
 episode whose index is a multiple of ``val_every`` is held out for validation.
@@ -19,20 +15,22 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import torch
 
-from worldmodels.artifacts import load_vae
+from worldmodels.artifacts import run_game
+from worldmodels.envs import FRAME_SHAPE, get_game
 from worldmodels.files import atomic_path, write_json
 from worldmodels.metrics import MetricsLog
 from worldmodels.rollouts import (
     FrameStream,
     episode_length,
     episode_paths,
-    held_out,
     read_episode,
+    split_held_out,
 )
 from worldmodels.runtime import (
     autocast,
@@ -49,13 +47,23 @@ from worldmodels.vae import ConvVAE, to_input
 class VAEConfig:
     """Settings of V's training (defaults: the paper's)."""
 
+    limits: ClassVar[dict[str, str]] = {
+        "z_size": ">= 1", "kl_tolerance": ">= 0", "batch_size": ">= 1", "lr": "> 0",
+        "epochs": ">= 1", "max_steps": ">= 1", "buffer_frames": ">= 1", "val_every": ">= 2",
+        "val_frames": ">= 1", "checkpoint_every": ">= 1", "precision": "auto float32 bfloat16",
+    }  # fmt: skip
+    """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
+
     z_size: int = 64
     """Latent size: 64 for Doom, 32 for CarRacing in the paper."""
     kl_tolerance: float = 0.5
     """Free bits: the KL is floored at kl_tolerance * z_size nats per frame."""
     batch_size: int = 100
+    """Frames per step (the paper's 100)."""
     lr: float = 1e-4
+    """Adam's learning rate (the paper's 1e-4)."""
     epochs: int = 1
+    """Passes over the training frames."""
     max_steps: int | None = None
     """Stop after this many steps even mid-epoch (None: run all epochs)."""
     buffer_frames: int = 20_000
@@ -63,30 +71,19 @@ class VAEConfig:
     val_every: int = 20
     """Hold out every val_every-th episode (by index) for validation."""
     val_frames: int = 2_000
+    """Held-out frames V is validated on at every checkpoint."""
     checkpoint_every: int = 500
+    """Steps between checkpoints (and validations)."""
     precision: str = "auto"
     """float32, bfloat16, or auto: measure both on this machine, keep the faster."""
     device: str = "auto"
+    """auto (CUDA if present, else CPU), or a torch device such as cuda:1."""
     seed: int = 0
-
-
-@dataclass
-class EncodeConfig:
-    """Settings of the encoding of every episode through V."""
-
-    batch_size: int = 1_000
-    precision: str = "auto"
-    device: str = "auto"
-
-
-def split_episodes(paths: list[Path], val_every: int) -> tuple[list[Path], list[Path]]:
-    """(train, val): episodes whose index is a multiple of ``val_every`` are held out."""
-    val = [p for p in paths if held_out(int(p.stem), val_every)]
-    return [p for p in paths if not held_out(int(p.stem), val_every)], val
+    """Seed of the weights, the frame order and the sampling noise."""
 
 
 def train_vae(config: VAEConfig, run_dir: str | os.PathLike) -> dict:
-    """Train (or resume training) V; return the final progress with validation numbers."""
+    """Train (or resume training) V; write vae/results.json and return it."""
     run_dir = Path(run_dir)
     train_paths, val_paths = _training_episodes(run_dir / "rollouts", config)
     device = pick_device(config.device)
@@ -107,15 +104,56 @@ def train_vae(config: VAEConfig, run_dir: str | os.PathLike) -> dict:
         precision=precision, checkpoint_every=config.checkpoint_every, desc="vae",
         validate=lambda: validate_vae(model, val_batches, device, precision),
     )  # fmt: skip
-    save_reconstructions(model, val_batches[0][:8], run_dir / "vae" / "reconstructions.png")
-    return progress
+    results = {**progress["val"], "steps": progress["step"], "precision": precision}
+    shown = val_batches[0][:8]
+    danger = get_game(run_game(run_dir)).danger
+    if danger is not None:
+        frames = danger_frames(val_paths or train_paths, danger)
+        if len(frames):
+            results["danger"] = danger_recall(model, frames, danger)
+            shown = np.concatenate([shown[:4], frames[:: max(len(frames) // 4, 1)][:4]])
+            print(f"vae: {results['danger']['recall']:.2f} of the danger pixels (fireballs) of "
+                  f"{len(frames)} held-out frames are drawn back")  # fmt: skip
+    save_reconstructions(model, shown, run_dir / "vae" / "reconstructions.png")
+    write_json(run_dir / "vae" / "results.json", results)
+    return results
+
+
+def danger_frames(paths: list[Path], danger, min_pixels: int = 50, n: int = 500) -> np.ndarray:
+    """Up to ``n`` frames of the episodes ``paths`` with at least ``min_pixels`` pixels of
+    ``danger`` (a close fireball in Doom), in episode order."""
+    found, count = [], 0
+    for path in paths:
+        episode = read_episode(path)
+        if episode is None:
+            continue
+        obs = episode["obs"]
+        found.append(obs[danger(obs).reshape(len(obs), -1).sum(1) >= min_pixels])
+        count += len(found[-1])
+        if count >= n:
+            break
+    return np.concatenate(found)[:n] if found else np.zeros((0, *FRAME_SHAPE), np.uint8)
+
+
+@torch.no_grad()
+def danger_recall(model: ConvVAE, frames: np.ndarray, danger) -> dict:
+    """Of the pixels that show danger in ``frames``, the fraction that still does in V's
+    reconstruction (decoded mu), and the fraction of reconstructed danger that is real."""
+    model.eval()
+    device = next(model.parameters()).device
+    mu, _ = model.encode(to_input(torch.from_numpy(frames).to(device)))
+    recon = model.decode(mu).permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()
+    real, drawn = danger(frames), danger(recon)
+    both = int((real & drawn).sum())
+    return {"recall": both / max(int(real.sum()), 1), "precision": both / max(int(drawn.sum()), 1),
+            "frames": len(frames)}  # fmt: skip
 
 
 def _training_episodes(rollouts: Path, config: VAEConfig) -> tuple[list[Path], list[Path]]:
     paths = episode_paths(rollouts)
     if not paths:
         raise FileNotFoundError(f"no episodes found in {rollouts} (looked for <index>.npz)")
-    train, val = split_episodes(paths, config.val_every)
+    train, val = split_held_out(paths, config.val_every, index=lambda p: int(p.stem))
     frames = sum(episode_length(p) for p in train)
     if frames < config.batch_size:
         raise ValueError(
@@ -167,58 +205,15 @@ def save_reconstructions(model: ConvVAE, frames: np.ndarray, path: Path) -> None
         tmp.write_bytes(png.tobytes())
 
 
-def encode(config: EncodeConfig, run_dir: str | os.PathLike) -> dict:
-    """Write latents/<i>.npz for every readable episode that has none yet."""
-    run_dir = Path(run_dir)
-    device = pick_device(config.device)
-    configure_cpu()
-    model = load_vae(run_dir, device)
-    out = run_dir / "latents"
-    _claim_latents(out, model.z_size)
-    paths = episode_paths(run_dir / "rollouts")
-    todo = [p for p in paths if not (out / p.name).exists()]
-    sample = torch.zeros(min(config.batch_size, 256), 3, 64, 64, device=device)
-    with torch.no_grad():
-        precision = choose_precision(config.precision, device, lambda: model.encode(sample))
-    skipped = []
-    for path in todo:
-        episode = read_episode(path)
-        if episode is None:
-            skipped.append(path.name)
-            continue
-        mu, logvar = encode_frames(model, episode["obs"], config.batch_size, precision)
-        latents = {"mu": mu, "logvar": logvar}
-        latents.update({k: episode[k] for k in ("action", "reward", "terminated", "truncated")})
-        with atomic_path(out / path.name) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **latents)
-    return {"episodes": len(paths) - len(skipped), "encoded": len(todo) - len(skipped),
-            "skipped": skipped, "precision": precision}  # fmt: skip
-
-
-@torch.no_grad()
-def encode_frames(model: ConvVAE, obs: np.ndarray, batch_size: int, precision: str):
-    """uint8 frames ``[T, 64, 64, 3]`` -> (mu, logvar), float32 ``[T, z]`` numpy arrays."""
-    device = next(model.parameters()).device
-    mus, logvars = [], []
-    for start in range(0, len(obs), batch_size):
-        x = to_input(torch.from_numpy(obs[start : start + batch_size]).to(device))
-        with autocast(device, precision):
-            mu, logvar = model.encode(x)
-        mus.append(mu.float().cpu())
-        logvars.append(logvar.float().cpu())
-    return torch.cat(mus).numpy(), torch.cat(logvars).numpy()
-
-
-def _claim_latents(out: Path, z_size: int) -> None:
-    """Refuse latents of another z size; record ours."""
-    meta = out / "meta.json"
-    if meta.exists():
-        found = json.loads(meta.read_text()).get("z_size")
-        if found != z_size:
-            raise ValueError(
-                f"{out} holds latents with z_size={found}, the VAE has z_size={z_size}; "
-                "rerun encode with --force"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(meta, {"z_size": z_size})
+def summary(run_dir: Path) -> list[str]:
+    """V's held-out loss and how much of the danger it draws back, as Markdown."""
+    path = run_dir / "vae" / "results.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    line = f"held-out loss {r['loss']:.1f} (squared error {r['r_loss']:.1f}, KL {r['kl']:.1f})"
+    if "danger" in r:
+        d = r["danger"]
+        line += (f"; of the fireball pixels in {d['frames']} held-out frames with a close "
+                 f"fireball, {d['recall']:.0%} are drawn back")  # fmt: skip
+    return ["## V", "", line, "", "![V: frames and reconstructions](vae/reconstructions.png)"]

@@ -1,13 +1,13 @@
 """Does the Doom dream tell blind policies apart as the real game does?
 
-The calibration (stage ``mdnrnn``) compares two policies, no-op and the random data
+The calibration (stage ``calibrate``) compares two policies, no-op and the random data
 policy. This script widens the check to six blind DoomTakeCover policies and prints
 their mean survival in the real game and in the run's dream (by both done rules, at
 temperatures 1.0 and 1.15), each dream mean also as a ratio to the real one. A faithful
 dream keeps the real game's order; a dream that rewards, say, holding one direction more
 than the game does invites the controller to learn exactly that.
 
-    python examples/doom_dream_policies.py runs/doom_laptop --episodes 60 --dreams 400
+    python analysis/doom_dream_policies.py runs/doom_laptop --episodes 60 --dreams 400
 
 Policies (action in [-1, 1]; the game moves left below -1/3 and right above 1/3):
 ``noop`` 0; ``right`` +1; ``sweep20`` +1 and -1 in turns of 20 steps; ``step_uniform`` a
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from worldmodels.artifacts import load_vae, run_env
-from worldmodels.calibrate import HeldUniform, NoOp, dream_lengths, real_lengths
+from worldmodels.calibrate import NoOp, dream_lengths, real_lengths
 from worldmodels.dream import DONE_MODES, Dream
-from worldmodels.envs import DoomTakeCover
+from worldmodels.envs import DoomTakeCover, HeldUniform
 from worldmodels.rollouts import episode_paths, held_out, read_episode
 
 GAME = "doom_takecover"
@@ -45,7 +45,7 @@ class Right(NoOp):
 class Sweep20:
     """+1 for 20 steps, then -1 for 20, and so on (the first turn is 19 steps)."""
 
-    def __init__(self, n: int, low, high, generator=None):
+    def __init__(self, n: int, low, high, rng=None):
         self.t = torch.zeros(n, dtype=torch.long)
 
     def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
@@ -54,11 +54,11 @@ class Sweep20:
 
 
 class StepUniform:
-    def __init__(self, n: int, low, high, generator=None):
-        self.generator = generator
+    def __init__(self, n: int, low, high, rng: np.random.Generator):
+        self.rng = rng
 
     def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
-        return torch.rand(len(index), 1, generator=self.generator) * 2 - 1
+        return torch.from_numpy(self.rng.uniform(-1, 1, (len(index), 1)).astype(np.float32))
 
 
 class Snapped(HeldUniform):
@@ -97,7 +97,7 @@ def dream_hits(run_dir: str, n: int, seed: int) -> tuple[int, int, int]:
     """(dreams, non-fatal hits, steps) of the data policy in n dreams at tau 1.0."""
     dream, vae = Dream.from_run_dir(run_dir, temperature=1.0), load_vae(run_dir)
     gen = torch.Generator().manual_seed(seed)
-    policy = HeldUniform(n, torch.tensor([-1.0]), torch.tensor([1.0]), gen)
+    policy = HeldUniform(n, [-1.0], [1.0], np.random.default_rng(seed))
     state, alive, frames = dream.reset(n, gen), torch.arange(n), [[] for _ in range(n)]
     while len(alive):
         decoded = vae.decode(state.z).permute(0, 2, 3, 1).mul(255).numpy()
