@@ -303,3 +303,13 @@ def test_wandb_offline_logs_the_metrics(smoke_run, tmp_path):
     assert len(files) == 1
     data = files[0].read_bytes()
     assert b"vae/train/loss" in data and b"mdnrnn/val/z_nll_per_dim" in data
+    assert b"evaluate/results/real/mean" in data  # each stage's results.json, flattened
+    # WANDB_DIR, when set, is where wandb writes, not the run directory
+    elsewhere = tmp_path / "wandb_dir"
+    elsewhere.mkdir()
+    again = cli("run", SMOKE, f"run_dir={copy}", "logging.wandb=true",
+                env={"WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                     "WANDB_DIR": str(elsewhere)})  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list(elsewhere.rglob("offline-run-*/run-*.wandb"))) == 1
+    assert len(list((copy / "wandb").glob("offline-run-*/run-*.wandb"))) == 1  # no new one
