@@ -42,6 +42,13 @@ def _rollouts_meta(run_dir) -> dict:
     return json.loads(meta.read_text())
 
 
+def read_results(run_dir: str | os.PathLike, output: str) -> dict:
+    """``<run_dir>/<output>/results.json``, the numbers a stage reports; {} before it has
+    written them."""
+    path = Path(run_dir) / output / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def load_vae(run_dir: str | os.PathLike, device: torch.device | None = None) -> ConvVAE:
     """The trained V of a run directory, in eval mode."""
     return _load_model(run_dir, "vae", ConvVAE, device)

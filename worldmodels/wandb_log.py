@@ -16,6 +16,7 @@ import uuid
 
 import wandb
 
+from worldmodels.artifacts import read_results
 from worldmodels.config import Config, to_dict
 from worldmodels.files import atomic_path
 from worldmodels.stages import Stage
@@ -49,10 +50,9 @@ class WandbLogger:
             if path.exists():
                 media = wandb.Video(str(path)) if name.endswith(".mp4") else wandb.Image(str(path))
                 self.run.log({f"{stage.name}/{path.stem}": media})
-        results = self.run_dir / stage.output / "results.json"
-        if results.exists():
-            numbers = flatten(json.loads(results.read_text()), f"{stage.name}/results/")
-            self.run.summary.update(numbers)
+        results = read_results(self.run_dir, stage.output)
+        if results:
+            self.run.summary.update(flatten(results, f"{stage.name}/results/"))
 
     def finish(self) -> None:
         self.run.finish()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from worldmodels.artifacts import run_env, run_game
+from worldmodels.artifacts import read_results, run_env, run_game
 from worldmodels.calibrate import calibrate, report
 from worldmodels.dream import Dream
 from worldmodels.files import write_json
@@ -76,8 +76,7 @@ def adopt_earlier_layout(config: CalibrateConfig, run_dir: Path, status: dict) -
 
 def summary(run_dir: Path) -> list[str]:
     """The calibration as a Markdown table (empty if the stage has not run or was skipped)."""
-    path = run_dir / "calibration" / "results.json"
-    r = json.loads(path.read_text()) if path.exists() else {}
+    r = read_results(run_dir, "calibration")
     if not r.get("episodes"):
         return []
     lines = ["## Calibration", "",

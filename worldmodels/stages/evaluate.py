@@ -13,7 +13,6 @@ M predicted for that step.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 
 from worldmodels.agent import Agent, play_episodes
+from worldmodels.artifacts import read_results
 from worldmodels.dream import Dream
 from worldmodels.files import atomic_path, write_json
 from worldmodels.runtime import resolve_workers
@@ -124,16 +124,15 @@ def verdict(real: float, random: float, dream: float) -> str:
 
 def headline(run_dir: Path) -> str:
     """The verdict of a run directory's evaluation."""
-    r = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    r = read_results(run_dir, "evaluate")
     return verdict(r["real"]["mean"], r["random_policy"]["mean"], r["dream"]["mean"])
 
 
 def summary(run_dir: Path) -> list[str]:
     """The three scores as Markdown."""
-    path = run_dir / "evaluate" / "results.json"
-    if not path.exists():
+    r = read_results(run_dir, "evaluate")
+    if not r:
         return []
-    r = json.loads(path.read_text())
     real, random, dream = r["real"], r["random_policy"], r["dream"]
     return ["## Scores", "", "| | mean | std |", "|---|---|---|",
             f"| real game ({len(r['seeds'])} episodes) | {real['mean']:.1f} | {real['std']:.1f} |",

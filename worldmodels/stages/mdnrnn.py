@@ -15,7 +15,6 @@ episodes (``refit_done_head``), because trained jointly it overfits the episode 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from worldmodels.artifacts import load_latents, run_game
+from worldmodels.artifacts import load_latents, read_results, run_game
 from worldmodels.envs import get_game
 from worldmodels.files import write_json
 from worldmodels.mdnrnn import MDNRNN
@@ -357,10 +356,9 @@ def baseline_nll(train_batches, val_batches: list[dict], fit_batches: int = 20) 
 
 def summary(run_dir: Path) -> list[str]:
     """M's held-out numbers, one line of Markdown."""
-    path = run_dir / "mdnrnn" / "results.json"
-    if not path.exists():
+    r = read_results(run_dir, "mdnrnn")
+    if not r:
         return []
-    r = json.loads(path.read_text())
     return ["## M", "", f"held-out NLL per dim {r['z_nll_per_dim']:.3f} nats (z_(t+1) = z_t "
             f"baseline {r['baseline_z_nll_per_dim']:.3f}); done precision "
             f"{r.get('done_precision', float('nan')):.2f}, recall "

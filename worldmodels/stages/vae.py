@@ -11,7 +11,6 @@ episode whose index is a multiple of ``val_every`` is held out for validation.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from worldmodels.artifacts import run_game
+from worldmodels.artifacts import read_results, run_game
 from worldmodels.envs import FRAME_SHAPE, get_game
 from worldmodels.files import atomic_path, write_json
 from worldmodels.metrics import MetricsLog
@@ -207,10 +206,9 @@ def save_reconstructions(model: ConvVAE, frames: np.ndarray, path: Path) -> None
 
 def summary(run_dir: Path) -> list[str]:
     """V's held-out loss and how much of the danger it draws back, as Markdown."""
-    path = run_dir / "vae" / "results.json"
-    if not path.exists():
+    r = read_results(run_dir, "vae")
+    if not r:
         return []
-    r = json.loads(path.read_text())
     line = f"held-out loss {r['loss']:.1f} (squared error {r['r_loss']:.1f}, KL {r['kl']:.1f})"
     if "danger" in r:
         d = r["danger"]
