@@ -9,45 +9,17 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from commands import ROOT, SMOKE, cli
 
 from worldmodels.__main__ import experiment_config, main
 from worldmodels.config import load_config
 from worldmodels.stages import NAMES
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = str(ROOT / "experiments" / "smoke.yaml")
-
-
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the command line; afterwards kill whatever it left behind (a game whose worker
-    died would otherwise hold the output pipe open for ever)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "worldmodels", *args], cwd=ROOT,
-                                stdout=out, stderr=err, env={**os.environ, **(env or {})},
-                                text=True, start_new_session=True)  # fmt: skip
-        try:
-            proc.wait(timeout=900)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("smoke")
-    result = cli("run", SMOKE, f"run_dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result
 
 
 def test_smoke_experiment_runs_every_stage(smoke_run):

@@ -23,6 +23,7 @@ import yaml
 
 from worldmodels.config import Config, stage_dict, to_dict
 from worldmodels.files import atomic_path, write_json
+from worldmodels.pretrained import UNPACKED
 from worldmodels.stages import NAMES, STAGES, Stage, get
 from worldmodels.stages.evaluate import headline
 
@@ -194,6 +195,10 @@ def report(run_dir: str | Path) -> str:
     name = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("name")
     status = read_status(run_dir)
     lines = [f"# {name}", ""]
+    if (unpacked := run_dir / UNPACKED).exists():
+        source = json.loads(unpacked.read_text())["from"]
+        lines += [f"A pretrained agent ({source}): its V, M and C were trained elsewhere; "
+                  "here it is only evaluated.", ""]  # fmt: skip
     if status.get("evaluate", {}).get("done"):
         lines += [f"**Verdict: {headline(run_dir)}.**", ""]
     lines += _status_table(status)
