@@ -2,8 +2,9 @@
 
 Left: the real game; middle: what V makes of it (the decoded z the controller sees);
 right: a dream of M at the evaluation temperature, played by the same controller and
-drawn by V's decoder. The real episode is the evaluation's first seed, the dream's seed
-is fixed: neither is picked. Each side stops at its own end (its last frame stays).
+drawn by V's decoder. The real episode is the evaluation's episode whose score is
+nearest its median (a typical one, not the best), the dream's seed is fixed. Each side
+stops at its own end (its last frame stays).
 
     python analysis/agent_clip.py runs/pretrained/doom_takecover docs/doom_agent.gif
 """
@@ -57,7 +58,9 @@ def main() -> None:
 
     results = json.loads((args.run_dir / "evaluate" / "results.json").read_text())
     _, params = load_controller(args.run_dir)
-    seed, temperature = results["seeds"][0], results["dream"]["temperature"]
+    scores = np.array(results["real"]["scores"])
+    seed = results["seeds"][int(np.argmin(np.abs(scores - np.median(scores))))]
+    temperature = results["dream"]["temperature"]
     real = Agent(args.run_dir).play(params, seed, record=True)["frames"][: args.steps]
     dream = dream_frames(args.run_dir, params, temperature, args.steps, args.dream_seed)
     length = max(len(real), len(dream))

@@ -12,7 +12,9 @@ import torch
 from commands import cli
 from safetensors.torch import load_file, save_file
 
-from worldmodels.pretrained import FILES, MANIFEST, _fingerprint, known, unpack
+from worldmodels.artifacts import load_mdnrnn, load_vae
+from worldmodels.pretrained import FILES, MANIFEST, _fingerprint, find, known, unpack
+from worldmodels.stages.controller import load_controller
 from worldmodels.vae import ConvVAE
 
 
@@ -88,8 +90,11 @@ def test_weights_of_another_architecture_name_both_shapes(exported, tmp_path):
     z = manifest["vae"]["z_size"]
     with pytest.raises(ValueError) as error:
         unpack(copy, tmp_path / "out")
-    assert re.search(rf"vae\.safetensors: \S+ has shape \[[^]]*\b{z + 3}\b[^]]*\], the "
-                     rf"architecture in agent.json needs \[[^]]*\b{z}\b", str(error.value))
+    assert re.search(
+        rf"vae\.safetensors: \S+ has shape \[[^]]*\b{z + 3}\b[^]]*\], the "
+        rf"architecture in agent.json needs \[[^]]*\b{z}\b",
+        str(error.value),
+    )
 
 
 def test_unpack_never_overwrites_a_trained_run(exported):
@@ -99,3 +104,13 @@ def test_unpack_never_overwrites_a_trained_run(exported):
         unpack(folder, run_dir)
     assert (run_dir / "vae" / "ckpt.pt").read_bytes() == before
     assert torch.load(run_dir / "vae" / "ckpt.pt", weights_only=True)["optimizer"] is not None
+
+
+def test_shipped_agents_match_their_manifests(tmp_path):
+    assert "doom_takecover" in known()
+    for name in known():
+        manifest = unpack(find(name), tmp_path / name)  # sizes, hashes and shapes checked
+        assert load_vae(tmp_path / name).z_size == manifest["vae"]["z_size"]
+        assert load_mdnrnn(tmp_path / name).hidden_size == manifest["mdnrnn"]["hidden_size"]
+        controller, params = load_controller(tmp_path / name)
+        assert params.shape == (controller.n_params,)
