@@ -80,6 +80,17 @@ def test_missing_or_altered_weights_are_refused_naming_the_file(exported, tmp_pa
     assert not out.exists()  # nothing written
 
 
+def test_broken_manifest_is_a_one_line_error_naming_it(exported, tmp_path):
+    copy = _copy(exported[1], tmp_path)
+    (copy / MANIFEST).write_text('{"game": "doom_takecover"}')
+    with pytest.raises(ValueError, match=r"agent\.json lacks env, vae, mdnrnn, controller, files"):
+        unpack(copy, tmp_path / "out")
+    (copy / MANIFEST).write_text("{not json")
+    with pytest.raises(ValueError, match=r"cannot read .*agent\.json"):
+        unpack(copy, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_weights_of_another_architecture_name_both_shapes(exported, tmp_path):
     copy = _copy(exported[1], tmp_path)
     manifest = json.loads((copy / MANIFEST).read_text())

@@ -107,7 +107,7 @@ def unpack(folder: str | os.PathLike, run_dir: str | os.PathLike) -> dict:
     agent.json describes. ``run_dir`` must be new or made by an earlier ``unpack``.
     """
     folder, run_dir = Path(folder), Path(run_dir)
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest = _manifest(folder / MANIFEST)
     for file in FILES:
         _verify(folder / file, manifest["files"].get(file))
     if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / UNPACKED).exists():
@@ -139,6 +139,18 @@ def unpack(folder: str | os.PathLike, run_dir: str | os.PathLike) -> dict:
         np.savez(latents / f"{i:06d}.npz", mu=mu[None].numpy(), logvar=logvar[None].numpy())
     write_json(latents / "meta.json", {"z_size": vae.z_size})
     write_json(run_dir / UNPACKED, {"from": str(folder), **manifest})
+    return manifest
+
+
+def _manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from e
+    needed = ("game", "env", "vae", "mdnrnn", "controller", "files")
+    missing = [key for key in needed if key not in manifest]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}")
     return manifest
 
 
