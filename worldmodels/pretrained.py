@@ -36,7 +36,8 @@ from worldmodels.artifacts import load_latents, load_mdnrnn, load_vae, run_env, 
 from worldmodels.controller import Controller
 from worldmodels.files import atomic_path, write_json
 from worldmodels.mdnrnn import MDNRNN
-from worldmodels.stages.controller import load_controller
+from worldmodels.stages.controller import load_controller, save_controller
+from worldmodels.train import save_checkpoint
 from worldmodels.vae import ConvVAE
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"
@@ -123,13 +124,10 @@ def unpack(folder: str | os.PathLike, run_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{folder / 'dream_starts.safetensors'}: mu {list(starts['mu'].shape)} "
                          f"and logvar {list(starts['logvar'].shape)} differ")  # fmt: skip
 
+    source = {"pretrained": str(folder)}
     for stage, model in (("vae", vae), ("mdnrnn", mdnrnn)):
-        with atomic_path(run_dir / stage / "ckpt.pt") as tmp:
-            torch.save({"model": model.state_dict(), "model_class": type(model).__name__,
-                        "model_args": model.model_args}, tmp)  # fmt: skip
-    with atomic_path(run_dir / "controller" / "best.pt") as tmp:
-        torch.save({"params": params["params"], "controller": spec, "game": manifest["game"],
-                    "best": {"pretrained": str(folder)}}, tmp)  # fmt: skip
+        save_checkpoint(run_dir / stage / "ckpt.pt", model, None, None, source, {})
+    save_controller(run_dir, Controller(**spec), params["params"], manifest["game"], source)
     write_json(run_dir / "rollouts" / "meta.json",
                {"game": manifest["game"], "env": manifest["env"]})  # fmt: skip
     latents = run_dir / "latents"

@@ -222,13 +222,21 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
         return scores
 
     def save_best(params: np.ndarray, best: dict) -> None:
-        with atomic_path(out / "best.pt") as tmp:
-            torch.save({"params": torch.from_numpy(params), "controller": controller.spec,
-                        "game": game_name, "best": best}, tmp)  # fmt: skip
+        save_controller(run_dir, controller, params, game_name, best)
 
     state = evolve(controller.n_params, fitness, config, out, evaluate, save_best)
     plot_history(state["history"], out / "history.png")
     return state
+
+
+def save_controller(
+    run_dir: str | os.PathLike, controller: Controller, params: np.ndarray, game: str, best: dict
+) -> None:
+    """Write controller/best.pt: the parameters, the controller's shape, its game and how
+    it was chosen (what ``load_controller`` reads)."""
+    with atomic_path(Path(run_dir) / "controller" / "best.pt") as tmp:
+        torch.save({"params": torch.as_tensor(params), "controller": controller.spec,
+                    "game": game, "best": best}, tmp)  # fmt: skip
 
 
 def load_controller(run_dir: str | os.PathLike, expected: Controller | None = None):
