@@ -61,7 +61,7 @@ def main() -> None:
     scores = np.array(results["real"]["scores"])
     seed = results["seeds"][int(np.argmin(np.abs(scores - np.median(scores))))]
     temperature = results["dream"]["temperature"]
-    real = Agent(args.run_dir).play(params, seed, record=True)["frames"][: args.steps]
+    real = Agent.from_run_dir(args.run_dir).play(params, seed, record=True)["frames"][: args.steps]
     dream = dream_frames(args.run_dir, params, temperature, args.steps, args.dream_seed)
     length = max(len(real), len(dream))
     frames = []

@@ -19,7 +19,7 @@ from worldmodels.stages.controller import load_controller
 
 
 def main(run_dir: str, episodes: int = 10) -> None:
-    agent, (_, params) = Agent(run_dir), load_controller(run_dir)
+    agent, (_, params) = Agent.from_run_dir(run_dir), load_controller(run_dir)
     moves, step = [], agent.env.step  # moves: one list per episode
 
     def recording_step(action):

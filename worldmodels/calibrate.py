@@ -26,6 +26,7 @@ import torch
 
 from worldmodels.dream import DONE_MODES, Dream
 from worldmodels.envs import HeldUniform, make_env
+from worldmodels.executor import Work, executor
 
 
 class NoOp:
@@ -55,24 +56,35 @@ def action_range(game_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return bounds
 
 
-def real_lengths(game_name: str, policy: type, episodes: int, seed: int = 0, **env_kwargs):
+def real_lengths(
+    game_name: str, policy: type, episodes: int, seed: int = 0, workers: int | None = 0, **env
+):
     """(lengths, returns) of blind ``policy`` in the real game; episode i is seeded (game
-    and policy) from (seed, i)."""
-    env = make_env(game_name, **env_kwargs)
-    low, high = _bounds(env.action_space)
-    lengths, returns, only = [], [], torch.zeros(1, dtype=torch.long)
-    for i in range(episodes):
-        rng = np.random.default_rng([seed, i])
-        env.reset(seed=int(rng.integers(2**31)))
-        act = policy(1, low, high, np.random.default_rng(int(rng.integers(2**62))))
-        total, steps, done = 0.0, 0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(act(None, only)[0].numpy())
-            total, steps, done = total + reward, steps + 1, terminated or truncated
-        lengths.append(steps)
-        returns.append(total)
-    env.close()
+    and policy) from (seed, i). Played by the rollout executor with ``workers`` workers
+    (0: in this process)."""
+    work = Work(game_name, make_env, (game_name,), _play_blind, _name, env)
+    jobs = [(policy, seed, i) for i in range(episodes)]
+    played = executor(workers).map(work, jobs)
+    lengths, returns = zip(*played, strict=True) if played else ((), ())
     return np.array(lengths), np.array(returns)
+
+
+def _play_blind(env, job: tuple) -> tuple[int, float]:
+    policy, seed, i = job
+    low, high = _bounds(env.action_space)
+    rng = np.random.default_rng([seed, i])
+    env.reset(seed=int(rng.integers(2**31)))
+    act = policy(1, low, high, np.random.default_rng(int(rng.integers(2**62))))
+    total, steps, done, only = 0.0, 0, False, torch.zeros(1, dtype=torch.long)
+    while not done:
+        _, reward, terminated, truncated, _ = env.step(act(None, only)[0].numpy())
+        total, steps, done = total + reward, steps + 1, terminated or truncated
+    return steps, total
+
+
+def _name(job: tuple) -> str:
+    policy, seed, i = job
+    return f"calibration episode {i} of {policy.__name__} (seed {seed})"
 
 
 def dream_lengths(dream: Dream, game_name: str, policy: type, episodes: int, seed: int = 0):
@@ -90,10 +102,12 @@ def calibrate(
     seed: int = 0,
     env: dict | None = None,
     policies: dict[str, type] = POLICIES,
+    workers: int | None = 0,
 ) -> dict:
     """Mean and std of episode length and return of each policy in both worlds.
 
-    ``env``: the game's settings (``collect.env``) for the real episodes.
+    ``env``: the game's settings (``collect.env``) for the real episodes, played by
+    ``workers`` workers of the rollout executor (0: in this process).
 
     The dream is scored with its own done rule (``dream_*``) and also with the other one
     (``dream_logit_*`` or ``dream_sample_*``), to choose ``controller.done`` by.
@@ -103,7 +117,7 @@ def calibrate(
     result = {}
     for name, policy in policies.items():
         worlds = {
-            "real": real_lengths(game_name, policy, episodes, seed, **(env or {})),
+            "real": real_lengths(game_name, policy, episodes, seed, workers, **(env or {})),
             "dream": dream_lengths(dream, game_name, policy, episodes, seed),
             f"dream_{other.done_mode}": dream_lengths(other, game_name, policy, episodes, seed),
         }

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from worldmodels.executor import RuntimeConfig
 from worldmodels.stages import NAMES, STAGES, upstream
 
 STAGE_NAMES = NAMES
@@ -43,12 +44,14 @@ Config = dataclasses.make_dataclass(
     "Config",
     [("name", str, field(default="doom_takecover")), ("run_dir", str, field(default="")),
      *[(s.name, s.settings, field(default_factory=s.settings)) for s in STAGES],
+     ("runtime", RuntimeConfig, field(default_factory=RuntimeConfig)),
      ("logging", LoggingConfig, field(default_factory=LoggingConfig))],
     namespace={"path": property(_path, doc="The run directory: run_dir, or runs/<name>."),
                "__doc__": "An experiment: its name, run directory and every stage's settings."},
 )  # fmt: skip
 """An experiment: ``name``, ``run_dir`` (empty: runs/<name>), one field per stage (its
-settings dataclass), ``logging``; ``config.path`` is the run directory."""
+settings dataclass), ``runtime`` (where real-game episodes are played), ``logging``;
+``config.path`` is the run directory."""
 
 
 def load_config(yaml_path: str | None = None, overrides: list[str] = ()) -> Config:
@@ -116,9 +119,10 @@ def _checked(value, hint, name: str, where: str):
 def check_limits(config: Config) -> None:
     """Refuse a value out of its allowed range (its settings class's ``limits``), or
     settings that contradict each other, naming the key; before anything is written."""
-    for stage in STAGES:
-        for name, rule in stage.settings.limits.items():
-            value, key = getattr(getattr(config, stage.name), name), f"{stage.name}.{name}"
+    sections = [(s.name, s.settings) for s in STAGES] + [("runtime", RuntimeConfig)]
+    for section, settings in sections:
+        for name, rule in settings.limits.items():
+            value, key = getattr(getattr(config, section), name), f"{section}.{name}"
             if value is not None and not _allowed(value, rule):
                 shown = f"one of {rule.split()}" if rule[0].isalpha() else rule
                 raise ValueError(f"setting {key!r} must be {shown}, got {value!r}")
@@ -151,7 +155,8 @@ def stage_dict(config: Config, stage: str) -> dict:
 def settings_help() -> str:
     """Every setting with its default, allowed values and one-line doc, per section."""
     lines = []
-    for section, cls in [(s.name, s.settings) for s in STAGES] + [("logging", LoggingConfig)]:
+    sections = [(s.name, s.settings) for s in STAGES]
+    for section, cls in sections + [("runtime", RuntimeConfig), ("logging", LoggingConfig)]:
         lines.append(f"{section}:  {inspect.getdoc(cls).splitlines()[0]}")
         docs = field_docs(cls)
         for f in dataclasses.fields(cls):

@@ -54,7 +54,7 @@ class DoomTakeCover(gym.Wrapper):
     keep_rows = 400 / 480  # the original cropped rows 0-400 of its 480-row screen
 
     def __init__(self, skill: int = 4, max_steps: int = 2100, screen_flashes: bool = True) -> None:
-        _require("vizdoom", "vizdoom==1.3.2", "doom_takecover")
+        check_installed("doom_takecover")
         from vizdoom import gymnasium_wrapper  # noqa: F401  (registers the Vizdoom envs)
 
         # ViZDoom makes ./_vizdoom/ at start-up; two games starting at once in a fresh
@@ -134,7 +134,7 @@ class CarRacing(gym.Wrapper):
 
     def __init__(self, max_steps: int = 1000) -> None:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless: never open a window
-        _require("Box2D", "box2d==2.3.10", "carracing")
+        check_installed("carracing")
         env = gym.make("CarRacing-v3", continuous=True, max_episode_steps=max_steps)
         super().__init__(env)
         self.observation_space = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
@@ -149,7 +149,16 @@ class CarRacing(gym.Wrapper):
         return to_frame(obs, self.keep_rows), float(reward), terminated, truncated, info
 
 
-def _require(module: str, package: str, game: str) -> None:
+# The module each game's engine comes from, and the package that installs it.
+PACKAGES = {
+    "doom_takecover": ("vizdoom", "vizdoom==1.3.2"),
+    "carracing": ("Box2D", "box2d==2.3.10"),
+}
+
+
+def check_installed(game: str) -> None:
+    """Raise a one-line ImportError naming the package if ``game``'s engine is missing."""
+    module, package = PACKAGES[game]
     try:
         __import__(module)
     except ImportError as e:

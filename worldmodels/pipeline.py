@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from worldmodels import executor
 from worldmodels.config import Config, stage_dict, to_dict
 from worldmodels.files import atomic_path, write_json
 from worldmodels.pretrained import UNPACKED
@@ -169,11 +170,12 @@ def run(config: Config, stages: tuple[str, ...] = NAMES, force: bool = False) ->
     config.path.mkdir(parents=True, exist_ok=True)
     claim_run_dir(config)
     logger = _wandb(config)
-    for name in stages:
-        print(f"== {name} ==", flush=True)
-        run_stage(config, name, force)
-        if logger is not None:
-            logger.log_stage(get(name))
+    with executor.use(config.runtime):  # where real-game episodes are played
+        for name in stages:
+            print(f"== {name} ==", flush=True)
+            run_stage(config, name, force)
+            if logger is not None:
+                logger.log_stage(get(name))
     if logger is not None:
         logger.finish()
 

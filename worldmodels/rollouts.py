@@ -17,6 +17,7 @@ Nothing here loads more than one episode (plus a bounded shuffle buffer) into me
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 import zipfile
@@ -53,15 +54,23 @@ def episode_paths(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(directory).glob("*.npz") if p.stem.isdigit())
 
 
-def write_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> None:
-    """Write one episode atomically (temporary name, then rename)."""
-    with (
-        atomic_path(path) as tmp,
-        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
-    ):
+def encode_episode(episode: dict[str, np.ndarray]) -> bytes:
+    """One episode as the bytes of its ``.npz`` file (made where it was played, so that
+    compressing it is spread over the workers)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for key in KEYS:
             with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asarray(episode[key]), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_episode(path: str | os.PathLike, episode: dict[str, np.ndarray] | bytes) -> None:
+    """Write one episode (or its ``encode_episode`` bytes) atomically (temporary name,
+    then rename)."""
+    data = episode if isinstance(episode, bytes) else encode_episode(episode)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_episode(path: str | os.PathLike) -> dict[str, np.ndarray] | None:

@@ -26,7 +26,7 @@ class CalibrateConfig:
     """Settings of the calibration (blind policies in the dream and the real game)."""
 
     limits: ClassVar[dict[str, str]] = {
-        "episodes": ">= 0", "temperature": "> 0", "done": "logit sample",
+        "episodes": ">= 0", "temperature": "> 0", "done": "logit sample", "workers": ">= 0",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
@@ -38,6 +38,9 @@ class CalibrateConfig:
     """The dreams' done rule (``"logit"`` or ``"sample"``); the other is scored too."""
     seed: int = 0
     """Seeds of the real episodes and the dreams."""
+    workers: int | None = None
+    """Workers playing the real episodes (``runtime.backend``): None means one per core
+    (or the Ray cluster's CPUs), 0 plays in this process."""
 
 
 def run_calibration(config: CalibrateConfig, run_dir: str | os.PathLike) -> dict:
@@ -47,7 +50,8 @@ def run_calibration(config: CalibrateConfig, run_dir: str | os.PathLike) -> dict
         write_json(run_dir / "calibration" / "results.json", {"episodes": 0})
         return {"episodes": 0}
     dream = Dream.from_run_dir(run_dir, temperature=config.temperature, done=config.done)
-    result = calibrate(dream, run_game(run_dir), config.episodes, config.seed, run_env(run_dir))
+    result = calibrate(dream, run_game(run_dir), config.episodes, config.seed, run_env(run_dir),
+                       workers=config.workers)  # fmt: skip
     write_json(run_dir / "calibration" / "results.json", result)
     print(report(result))
     return result
@@ -67,6 +71,7 @@ def adopt_earlier_layout(config: CalibrateConfig, run_dir: Path, status: dict) -
         temperature=recorded.get("calibration_temperature", 1.15),
         done="logit",
         seed=recorded.get("seed", 0),
+        workers=config.workers,
     )
     if made_with != config:
         return False

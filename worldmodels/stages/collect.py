@@ -1,9 +1,10 @@
 """Stage ``collect``: episodes of a random policy in the real game (paper Sec. 3.1, 4.1).
 
-Episodes are played in worker processes (default: one per core), each episode seeded
-from (experiment seed, episode index) so any one can be regenerated on its own, and
-written by the worker as it finishes (``rollouts.write_episode``: temporary name, then
-rename). A rerun skips the episodes already on disk, so a killed collection resumes.
+Episodes are played by the rollout executor (``worldmodels.executor``: worker processes,
+default one per core, or a Ray cluster), each episode seeded from (experiment seed,
+episode index) so any one can be regenerated on its own, whoever plays it. Each is
+written as it arrives (``rollouts.write_episode``: temporary name, then rename), so a
+rerun skips the episodes already on disk and a killed collection resumes.
 ``rollouts/meta.json`` records what the episodes are; a directory holding episodes of
 another game, frame size, seed or policy is refused rather than mixed.
 """
@@ -11,11 +12,8 @@ another game, frame size, seed or policy is refused rather than mixed.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -31,9 +29,9 @@ from worldmodels.envs import (
     policy_settings,
     recorded_settings,
 )
+from worldmodels.executor import Work, executor
 from worldmodels.files import remove_stale_temporaries, write_json
-from worldmodels.rollouts import episode_path, episode_paths, write_episode
-from worldmodels.runtime import resolve_workers
+from worldmodels.rollouts import encode_episode, episode_path, episode_paths, write_episode
 
 META = "meta.json"
 MAX_ATTEMPTS = 100
@@ -55,7 +53,8 @@ class CollectConfig:
     seed: int = 0
     """Experiment seed; episode i is played from (seed, i)."""
     workers: int | None = None
-    """Worker processes; None means one per core, 0 plays in this process."""
+    """Workers playing episodes (``runtime.backend``): None means one per core (or the Ray
+    cluster's CPUs), 0 plays in this process."""
     min_length: int | None = None
     """Redraw episodes of at most this many steps; None takes the game's default
     (Doom: 100, as the original kept only episodes longer than 100 frames)."""
@@ -74,7 +73,6 @@ def collect(config: CollectConfig, out_dir: str | os.PathLike) -> dict:
     _claim_directory(out_dir, config, min_length)
     remove_stale_temporaries(out_dir)
     todo = [i for i in range(config.episodes) if not episode_path(out_dir, i).exists()]
-    workers = resolve_workers(config.workers)
     start, frames = time.perf_counter(), 0
     bar = tqdm(
         total=config.episodes,
@@ -83,13 +81,20 @@ def collect(config: CollectConfig, out_dir: str | os.PathLike) -> dict:
         desc=f"collect {config.game}",
         dynamic_ncols=True,
     )
+
+    def write(i: int, played: tuple[bytes, int]) -> int:
+        nonlocal frames
+        data, length = played
+        write_episode(episode_path(out_dir, todo[i]), data)
+        frames += length
+        bar.update(1)
+        bar.set_postfix(frames_per_s=f"{frames / (time.perf_counter() - start):.0f}")
+        return length
+
+    work = Work(config.game, make_env, (config.game,), _play, _name, config.env)
+    jobs = [(config.game, config.seed, index, min_length, config.policy) for index in todo]
     with bar:
-        worker_args = (config.game, config.env)
-        episode_args = (str(out_dir), config.seed, min_length, config.policy)
-        for length in _play(todo, worker_args, episode_args, workers):
-            frames += length
-            bar.update(1)
-            bar.set_postfix(frames_per_s=f"{frames / (time.perf_counter() - start):.0f}")
+        executor(config.workers).map(work, jobs, write)
     elapsed = time.perf_counter() - start
     return {
         "episodes": len(episode_paths(out_dir)),
@@ -100,55 +105,16 @@ def collect(config: CollectConfig, out_dir: str | os.PathLike) -> dict:
     }
 
 
-def _play(todo: list[int], worker_args: tuple, episode_args: tuple, workers: int):
-    """Yield the length of each episode in ``todo`` as it is written.
-
-    ``worker_args`` make a worker's env (once per worker), ``episode_args`` follow the
-    episode index in every ``_write_one`` call. ``workers=0`` plays in this process.
-    """
-    if workers == 0:
-        _init_worker(*worker_args)
-        try:
-            for index in todo:
-                yield _write_one(index, *episode_args)
-        finally:
-            _close_worker()
-        return
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=worker_args
-    )
-    try:
-        futures = [pool.submit(_write_one, index, *episode_args) for index in todo]
-        for future in as_completed(futures):
-            yield future.result()
-    except BrokenProcessPool as e:
-        raise RuntimeError(
-            "a collection worker died; the episodes written so far are kept, rerun to resume"
-        ) from e
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def _play(env, job: tuple) -> tuple[bytes, int]:
+    """Play one episode where the worker is; return its file's bytes and its length (the
+    driver writes the file, so workers need no access to the run directory)."""
+    game_name, *args = job
+    episode = play_episode(env, get_game(game_name), *args)
+    return encode_episode(episode), len(episode["obs"])
 
 
-_ENV = None  # one env per worker process, made once by _init_worker
-
-
-def _init_worker(game_name: str, env_kwargs: dict) -> None:
-    global _ENV
-    _ENV = (get_game(game_name), make_env(game_name, **env_kwargs))
-
-
-def _close_worker() -> None:
-    global _ENV
-    _ENV[1].close()
-    _ENV = None
-
-
-def _write_one(index: int, out_dir: str, seed: int, min_length: int, policy: dict) -> int:
-    game, env = _ENV
-    episode = play_episode(env, game, seed, index, min_length, policy)
-    write_episode(episode_path(out_dir, index), episode)
-    return len(episode["obs"])
+def _name(job: tuple) -> str:
+    return f"episode {job[2]} (experiment seed {job[1]})"
 
 
 def play_episode(

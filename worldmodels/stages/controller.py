@@ -34,7 +34,6 @@ from worldmodels.controller import Controller
 from worldmodels.dream import Dream
 from worldmodels.envs import get_game
 from worldmodels.files import atomic_path, write_json
-from worldmodels.runtime import resolve_workers
 
 FITNESS = ("dream", "real")
 
@@ -174,13 +173,13 @@ def dream_fitness(dream: Dream, controller: Controller, episodes: int, seed: int
     return fitness
 
 
-def real_fitness(run_dir: Path, config: ControllerConfig, workers: int):
-    """fitness(candidates, generation): mean real-game return of each, over workers."""
+def real_fitness(run_dir: Path, config: ControllerConfig):
+    """fitness(candidates, generation): mean real-game return of each (rollout executor)."""
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
         seeds = episode_seeds(config.seed, generation, config.episodes)
         jobs = [(c, s) for c in candidates for s in seeds]
-        returns, _ = play_episodes(run_dir, jobs, workers)
+        returns, _ = play_episodes(run_dir, jobs, config.workers)
         return returns.reshape(len(candidates), config.episodes).mean(1)
 
     return fitness
@@ -205,18 +204,17 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     dream = Dream.from_run_dir(run_dir, device=config.device, temperature=config.temperature,
                                done=config.done, precision=config.precision)  # fmt: skip
     controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash)
-    workers = resolve_workers(config.workers)
     if config.fitness == "dream":
         fitness = dream_fitness(dream, controller, config.episodes, config.seed)
     else:
-        fitness = real_fitness(run_dir, config, workers)
+        fitness = real_fitness(run_dir, config)
     score_in_dream = dream_fitness(dream, controller, config.eval_episodes, config.seed + 7)
 
     def evaluate(mean: np.ndarray, generation: int) -> dict:
         scores = {"dream": float(score_in_dream(mean[None], generation)[0])}
         if config.eval_real_episodes:
             seeds = episode_seeds(config.seed + 11, generation, config.eval_real_episodes)
-            real, _ = play_episodes(run_dir, [(mean, s) for s in seeds], workers)
+            real, _ = play_episodes(run_dir, [(mean, s) for s in seeds], config.workers)
             scores["real"] = float(real.mean())
         scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
         return scores

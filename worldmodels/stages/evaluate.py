@@ -25,7 +25,6 @@ from worldmodels.agent import Agent, play_episodes
 from worldmodels.artifacts import read_results
 from worldmodels.dream import Dream
 from worldmodels.files import atomic_path, write_json
-from worldmodels.runtime import resolve_workers
 from worldmodels.stages.controller import (
     dream_fitness,
     episode_seeds,
@@ -68,10 +67,10 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
     if controller.obs_size != dream.obs_size:
         raise ValueError(f"controller/best.pt takes inputs of size {controller.obs_size}, this "
                          f"run's world model gives {dream.obs_size}")  # fmt: skip
-    workers = resolve_workers(config.workers)
     seeds = episode_seeds(config.seed, 0, config.episodes)
-    real, _ = play_episodes(run_dir, [(params, s) for s in seeds], workers)
-    random, _ = play_episodes(run_dir, [(None, s) for s in seeds], workers)
+    jobs = [(params, s) for s in seeds] + [(None, s) for s in seeds]  # one batch: C, random
+    played, _ = play_episodes(run_dir, jobs, config.workers)
+    real, random = played[: len(seeds)], played[len(seeds) :]
     in_dream = dream_fitness(dream, controller, config.dream_episodes, config.seed)
     dream_mean = float(in_dream(params[None], 0)[0])
     results = {
@@ -82,7 +81,7 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
     }  # fmt: skip
     write_json(out / "results.json", results)
     if config.video:
-        write_video(Agent(run_dir), params, seeds[0], out / "episode.mp4")
+        write_video(Agent.from_run_dir(run_dir), params, seeds[0], out / "episode.mp4")
     print(
         f"evaluate: real {real.mean():.1f} +- {real.std():.1f} over {len(seeds)} episodes; "
         f"random policy {random.mean():.1f} +- {random.std():.1f}; dream {dream_mean:.1f}\n"
