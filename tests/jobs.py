@@ -33,7 +33,7 @@ def _play(state: tuple[str, int], job) -> int:
     behaviour, target = state
     index, _ = job
     attempt = _tries(job)
-    time.sleep(0.05 * (index % 3))  # finish out of order
+    time.sleep(2.0 if behaviour == "slow" else 0.05 * (index % 3))  # out of order
     if index == target:
         if behaviour == "crash_once" and attempt == 1:
             os._exit(1)  # the worker process dies, as a segfaulting engine would
@@ -50,7 +50,7 @@ def _name(job) -> str:
 
 def toy(behaviour: str = "fine", target: int = -1) -> Work:
     """Jobs whose result is index squared; job ``target`` misbehaves as ``behaviour`` says:
-    "crash_once", "hang_once", "hang" (always) or "error"."""
+    "crash_once", "hang_once", "hang" (always) or "error"; "slow": every job takes 2 s."""
     return Work("doom_takecover", _start, (behaviour, target), _play, _name)
 
 

@@ -12,13 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from commands import ROOT, SMOKE, cli
 
 from worldmodels.__main__ import experiment_config, main
+from worldmodels.artifacts import read_results
 from worldmodels.config import load_config
+from worldmodels.rollouts import episode_path, read_episode
 from worldmodels.stages import NAMES
 
 
@@ -37,6 +40,21 @@ def test_smoke_experiment_runs_every_stage(smoke_run):
     assert "| real game (3 episodes) |" in result.stdout
     metrics = (run_dir / "metrics.jsonl").read_text()
     assert "vae/train/loss" in metrics and "mdnrnn/val/z_nll_per_dim" in metrics
+
+
+@pytest.mark.ray
+def test_smoke_experiment_runs_unchanged_on_ray_with_the_same_results(smoke_run, tmp_path):
+    pytest.importorskip("ray")
+    local, _ = smoke_run
+    result = cli("run", SMOKE, f"run_dir={tmp_path}", "runtime.backend=ray")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for i in range(6):  # the same episodes, bit for bit
+        ours, theirs = (read_episode(episode_path(d / "rollouts", i)) for d in (tmp_path, local))
+        for key in theirs:
+            np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"episode {i} {key}")
+    for output in ("calibration", "evaluate"):  # and the same real-game scores
+        ours, theirs = (read_results(d, output) for d in (tmp_path, local))
+        assert ours == theirs, output
 
 
 def test_rerun_skips_and_changed_settings_are_refused(smoke_run):
@@ -122,6 +140,8 @@ def test_forced_stage_whose_input_is_broken_loses_nothing(smoke_run, tmp_path, c
     ("mdnrnn.precision=fp8", "setting 'mdnrnn.precision' must be one of ['auto', 'float32', "
                              "'bfloat16'], got 'fp8'"),
     ("vae.lr=0", "setting 'vae.lr' must be > 0, got 0.0"),
+    ("runtime.backend=mpi", "setting 'runtime.backend' must be one of ['local', 'ray'], "
+                            "got 'mpi'"),
 ])  # fmt: skip
 def test_out_of_range_settings_are_refused_before_anything_runs(tmp_path, capsys, setting,
                                                                 message):  # fmt: skip

@@ -1,18 +1,54 @@
-"""The rollout executor: results in job order, episodes lost to a dead worker or a hang
-played again exactly once, failures named; the same on worker processes and on Ray."""
+"""The rollout executor: results in job order, episodes lost to a dead worker, a lost
+node or a hang played again exactly once, failures named; the same on worker processes
+and on a Ray cluster of several nodes on this machine (tests marked ``ray``)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import sys
+import threading
+import time
 
 import jobs
+import numpy as np
 import pytest
 from jobs import toy, tries
 
+from worldmodels import executor
+from worldmodels.agent import Agent
 from worldmodels.executor import EpisodeFailed, Executor, RuntimeConfig, connect, import_ray
+from worldmodels.rollouts import episode_path, episode_paths, read_episode
+from worldmodels.stages.collect import CollectConfig, collect
+from worldmodels.stages.controller import ControllerConfig, real_fitness
 
 LOCAL = RuntimeConfig(backend="local", timeout=4.0)
+RAY = RuntimeConfig(backend="ray", timeout=4.0)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A Ray cluster on this machine: a head that plays nothing and two 1-CPU nodes."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False, configure_logging=False)
+    ray.cloudpickle.register_pickle_by_value(jobs)  # the toy jobs travel with the work
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.ray)])
+def runtime(request) -> RuntimeConfig:
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+        return RAY
+    return LOCAL
 
 
 def test_results_come_in_job_order_whoever_plays_them(tmp_path):
@@ -29,37 +65,117 @@ def test_results_come_in_job_order_whoever_plays_them(tmp_path):
     assert all(tries(tmp_path / "b", i) == 1 for i in range(7))
 
 
-@pytest.fixture
-def folder(tmp_path):
-    return tmp_path
-
-
-def test_an_episode_lost_with_its_worker_is_played_again_once(folder, capsys):
-    results = Executor(LOCAL, workers=2).map(toy("crash_once", 3), jobs.jobs(6, folder))
+def test_an_episode_lost_with_its_worker_is_played_again_once(runtime, tmp_path, capsys):
+    results = Executor(runtime, workers=2).map(toy("crash_once", 3), jobs.jobs(6, tmp_path))
     assert results == [i * i for i in range(6)]
-    assert tries(folder, 3) == 2
+    assert tries(tmp_path, 3) == 2
     assert "toy episode 3 (env seed 1003) its worker was lost" in capsys.readouterr().out
 
 
-def test_a_hung_episode_is_timed_out_and_played_again(folder):
-    results = Executor(LOCAL, workers=2).map(toy("hang_once", 1), jobs.jobs(4, folder))
+def test_a_hung_episode_is_timed_out_and_played_again(runtime, tmp_path):
+    results = Executor(runtime, workers=2).map(toy("hang_once", 1), jobs.jobs(4, tmp_path))
     assert results == [i * i for i in range(4)]
-    assert tries(folder, 1) == 2
-    # a job that shared the killed pool was played again without being blamed
-    assert all(tries(folder, i) in (1, 2) for i in range(4))
+    assert tries(tmp_path, 1) == 2
+    # a job that shared a killed process pool was played again without being blamed
+    assert all(tries(tmp_path, i) in (1, 2) for i in range(4))
 
 
-def test_an_episode_that_hangs_again_is_reported_with_its_seed(folder):
-    config = RuntimeConfig(timeout=2.0, retries=1)
+def test_an_episode_that_hangs_again_is_reported_with_its_seed(runtime, tmp_path):
     with pytest.raises(EpisodeFailed, match=r"toy episode 2 \(env seed 1002\): played 2 times"):
-        Executor(config, workers=2).map(toy("hang", 2), jobs.jobs(3, folder))
-    assert tries(folder, 2) == 2
+        Executor(runtime, workers=2).map(toy("hang", 2), jobs.jobs(3, tmp_path))
+    assert tries(tmp_path, 2) == 2
 
 
-def test_an_error_raised_by_a_job_fails_at_once_naming_it(folder):
+def test_an_error_raised_by_a_job_fails_at_once_naming_it(runtime, tmp_path):
     with pytest.raises(EpisodeFailed, match=r"toy episode 1 \(env seed 1001\) failed: this job"):
-        Executor(LOCAL, workers=2).map(toy("error", 1), jobs.jobs(3, folder))
-    assert tries(folder, 1) == 1  # not retried: it would fail again
+        Executor(runtime, workers=2).map(toy("error", 1), jobs.jobs(3, tmp_path))
+    assert tries(tmp_path, 1) == 1  # not retried: it would fail again
+
+
+# --- a Ray cluster of several nodes ------------------------------------------------------------
+
+
+def _in_background(fn) -> threading.Thread:
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for(condition, thread: threading.Thread, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert thread.is_alive() and time.monotonic() < deadline, "the batch stalled or failed"
+        time.sleep(0.02)
+
+
+@pytest.mark.ray
+def test_episodes_of_a_lost_node_are_played_again_elsewhere_once(ray_cluster, tmp_path, capsys):
+    doomed, results = ray_cluster.add_node(num_cpus=1), []
+    batch = _in_background(
+        lambda: results.extend(Executor(RAY, workers=3).map(toy("slow"), jobs.jobs(5, tmp_path)))
+    )
+    _wait_for(lambda: all(tries(tmp_path, i) for i in range(3)), batch)  # one on each node
+    ray_cluster.remove_node(doomed)
+    batch.join(timeout=120)
+    assert results == [i * i for i in range(5)]
+    assert sorted(tries(tmp_path, i) for i in range(5)) == [1, 1, 1, 1, 2]  # one lost, once
+    assert "its worker was lost (NodeDiedError)" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_collection_on_ray_losing_a_node_equals_local(ray_cluster, tmp_path):
+    doomed, out = ray_cluster.add_node(num_cpus=1), tmp_path / "ray"
+
+    def run():
+        with executor.use(RAY):
+            collect(CollectConfig(episodes=8, workers=3), out)
+
+    batch = _in_background(run)
+    _wait_for(lambda: out.exists() and len(episode_paths(out)) >= 1, batch)
+    ray_cluster.remove_node(doomed)  # a third of the workers, mid-collection
+    batch.join(timeout=300)
+    assert not batch.is_alive(), "collection on Ray did not finish after a node was lost"
+    assert [p.name for p in episode_paths(out)] == [f"{i:06d}.npz" for i in range(8)]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+    collect(CollectConfig(episodes=8, workers=2), tmp_path / "local")  # local backend
+    for i in range(8):
+        ours, theirs = (read_episode(episode_path(tmp_path / d, i)) for d in ("ray", "local"))
+        for key in theirs:
+            np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"episode {i} {key}")
+
+
+@pytest.mark.ray
+def test_real_game_fitness_on_ray_equals_local(ray_cluster, trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    for stage in ("vae", "mdnrnn"):
+        shutil.copytree(trained_run[0] / stage, run_dir / stage)
+    (run_dir / "rollouts").mkdir()
+    meta = {"game": "doom_takecover", "env": {"max_steps": 300}}
+    (run_dir / "rollouts" / "meta.json").write_text(json.dumps(meta))
+    fitness = real_fitness(run_dir, ControllerConfig(fitness="real", episodes=2, workers=2))
+    n_params = Agent.from_run_dir(run_dir).controller.n_params
+    population = np.random.default_rng(0).normal(0, 1, (3, n_params))
+    local = fitness(population, 0)
+    with executor.use(RAY):
+        on_ray = fitness(population, 0)
+    np.testing.assert_array_equal(on_ray, local)
+    assert len(set(local)) > 1  # the candidates differ, so equality means something
+
+
+@pytest.mark.ray
+def test_a_node_that_cannot_play_the_game_is_named(ray_cluster, tmp_path):
+    fake = tmp_path / "hidden" / "vizdoom"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named vizdoom')\n")
+    broken = ray_cluster.add_node(num_cpus=1, env_vars={"PYTHONPATH": str(fake.parent)})
+    try:
+        with pytest.raises(RuntimeError, match=r"1 of 3 Ray nodes cannot play doom_takecover; "
+                           r".* \(node \w{8}\): game 'doom_takecover' needs the vizdoom=="
+                           r".* package: pip install vizdoom=="):  # fmt: skip
+            Executor(RAY, workers=2).map(toy(), jobs.jobs(2, tmp_path))
+    finally:
+        ray_cluster.remove_node(broken)
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -56,8 +56,9 @@ class RuntimeConfig:
     backend: str = "local"
     """"local": worker processes on this machine; "ray": tasks on a Ray cluster."""
     ray_address: str | None = None
-    """The cluster to join ("auto": the one started on this machine with ``ray start``;
-    "HOST:PORT"; "ray://HOST:PORT"); None starts a Ray instance on this machine."""
+    """The cluster to join: "auto" (the one started on this machine with ``ray start``),
+    "HOST:PORT" or "ray://HOST:PORT"; None joins the one in RAY_ADDRESS or started on
+    this machine, if any, else starts a Ray instance here."""
     timeout: float = 600.0
     """Seconds an episode may run before it counts as hung and is played again."""
     retries: int = 1
@@ -232,7 +233,7 @@ class LocalBackend:
 # --- ray: tasks on a cluster ------------------------------------------------------------------
 
 RAY_PACKAGE = "ray==2.60.0"
-_CHECKED: set[tuple[str, str]] = set()  # (cluster, game) pairs whose nodes were checked
+_CHECKED: set[tuple[str, str]] = set()  # (Ray node, game) pairs found able to play
 
 
 def import_ray():
@@ -340,25 +341,24 @@ class RayBackend:
 
 def _check_nodes(ray, game: str) -> None:
     """Refuse a cluster with a node that cannot play ``game``, naming the node and the
-    package (once per cluster and game)."""
+    package. Each node is checked once per game (nodes that join later, when they first
+    appear)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    cluster = ray.get_runtime_context().gcs_address
-    if (cluster, game) in _CHECKED:
-        return
-    probe = ray.remote(num_cpus=0, max_retries=0)(_ray_probe)
     nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    new = [n for n in nodes if (n["NodeID"], game) not in _CHECKED]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_ray_probe)
     answers = ray.get([
         probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
         .remote(game)
-        for n in nodes
+        for n in new
     ])  # fmt: skip
     missing = [f"{n['NodeManagerAddress']} (node {n['NodeID'][:8]}): {why}"
-               for n, why in zip(nodes, answers, strict=True) if why]  # fmt: skip
+               for n, why in zip(new, answers, strict=True) if why]  # fmt: skip
     if missing:
         raise RuntimeError(f"{len(missing)} of {len(nodes)} Ray nodes cannot play {game}; "
                            f"install it there or leave them out: {'; '.join(missing)}")  # fmt: skip
-    _CHECKED.add((cluster, game))
+    _CHECKED.update((n["NodeID"], game) for n in new)
 
 
 # --- the executor the stages use ---------------------------------------------------------------
