@@ -7,6 +7,7 @@ a test can see how often each job was played, on whichever backend and process.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -56,3 +57,10 @@ def toy(behaviour: str = "fine", target: int = -1) -> Work:
 
 def jobs(n: int, folder) -> list:
     return [(i, str(folder)) for i in range(n)]
+
+
+def travel_by_value() -> None:
+    """Send these functions to Ray workers by value: the workers cannot import tests/."""
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

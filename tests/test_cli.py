@@ -43,10 +43,12 @@ def test_smoke_experiment_runs_every_stage(smoke_run):
 
 
 @pytest.mark.ray
-def test_smoke_experiment_runs_unchanged_on_ray_with_the_same_results(smoke_run, tmp_path):
-    pytest.importorskip("ray")
-    local, _ = smoke_run
-    result = cli("run", SMOKE, f"run_dir={tmp_path}", "runtime.backend=ray")
+def test_smoke_experiment_runs_unchanged_on_ray_with_the_same_results(
+    smoke_run, ray_cluster, tmp_path
+):
+    local, _ = smoke_run  # joins the running cluster, as on a real one
+    address = f"runtime.ray_address={ray_cluster.address}"
+    result = cli("run", SMOKE, f"run_dir={tmp_path}", "runtime.backend=ray", address)
     assert result.returncode == 0, result.stderr[-3000:]
     for i in range(6):  # the same episodes, bit for bit
         ours, theirs = (read_episode(episode_path(d / "rollouts", i)) for d in (tmp_path, local))

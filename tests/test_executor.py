@@ -27,26 +27,11 @@ LOCAL = RuntimeConfig(backend="local", timeout=4.0)
 RAY = RuntimeConfig(backend="ray", timeout=4.0)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A Ray cluster on this machine: a head that plays nothing and two 1-CPU nodes."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, include_dashboard=False, configure_logging=False)
-    ray.cloudpickle.register_pickle_by_value(jobs)  # the toy jobs travel with the work
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
 @pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.ray)])
 def runtime(request) -> RuntimeConfig:
     if request.param == "ray":
         request.getfixturevalue("ray_cluster")
+        jobs.travel_by_value()
         return RAY
     return LOCAL
 
@@ -80,9 +65,9 @@ def test_a_hung_episode_is_timed_out_and_played_again(runtime, tmp_path):
     assert all(tries(tmp_path, i) in (1, 2) for i in range(4))
 
 
-def test_an_episode_that_hangs_again_is_reported_with_its_seed(runtime, tmp_path):
+def test_an_episode_that_hangs_again_is_reported_with_its_seed(tmp_path):
     with pytest.raises(EpisodeFailed, match=r"toy episode 2 \(env seed 1002\): played 2 times"):
-        Executor(runtime, workers=2).map(toy("hang", 2), jobs.jobs(3, tmp_path))
+        Executor(LOCAL, workers=2).map(toy("hang", 2), jobs.jobs(3, tmp_path))
     assert tries(tmp_path, 2) == 2
 
 
@@ -110,12 +95,13 @@ def _wait_for(condition, thread: threading.Thread, seconds: float = 120) -> None
 
 @pytest.mark.ray
 def test_episodes_of_a_lost_node_are_played_again_elsewhere_once(ray_cluster, tmp_path, capsys):
+    jobs.travel_by_value()
     doomed, results = ray_cluster.add_node(num_cpus=1), []
     batch = _in_background(
         lambda: results.extend(Executor(RAY, workers=3).map(toy("slow"), jobs.jobs(5, tmp_path)))
     )
     _wait_for(lambda: all(tries(tmp_path, i) for i in range(3)), batch)  # one on each node
-    ray_cluster.remove_node(doomed)
+    ray_cluster.remove_node(doomed, allow_graceful=False)  # as a machine that dies
     batch.join(timeout=120)
     assert results == [i * i for i in range(5)]
     assert sorted(tries(tmp_path, i) for i in range(5)) == [1, 1, 1, 1, 2]  # one lost, once
@@ -132,13 +118,13 @@ def test_collection_on_ray_losing_a_node_equals_local(ray_cluster, tmp_path):
 
     batch = _in_background(run)
     _wait_for(lambda: out.exists() and len(episode_paths(out)) >= 1, batch)
-    ray_cluster.remove_node(doomed)  # a third of the workers, mid-collection
+    ray_cluster.remove_node(doomed, allow_graceful=False)  # a third of the workers
     batch.join(timeout=300)
     assert not batch.is_alive(), "collection on Ray did not finish after a node was lost"
     assert [p.name for p in episode_paths(out)] == [f"{i:06d}.npz" for i in range(8)]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
 
-    collect(CollectConfig(episodes=8, workers=2), tmp_path / "local")  # local backend
+    collect(CollectConfig(episodes=8, workers=0), tmp_path / "local")  # local, this process
     for i in range(8):
         ours, theirs = (read_episode(episode_path(tmp_path / d, i)) for d in ("ray", "local"))
         for key in theirs:
@@ -169,6 +155,7 @@ def test_a_node_that_cannot_play_the_game_is_named(ray_cluster, tmp_path):
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named vizdoom')\n")
     broken = ray_cluster.add_node(num_cpus=1, env_vars={"PYTHONPATH": str(fake.parent)})
+    jobs.travel_by_value()
     try:
         with pytest.raises(RuntimeError, match=r"1 of 3 Ray nodes cannot play doom_takecover; "
                            r".* \(node \w{8}\): game 'doom_takecover' needs the vizdoom=="

@@ -252,9 +252,9 @@ def connect(address: str | None):
     process is connected already; return the ray module. An address that does not answer
     fails within seconds, naming it."""
     ray = import_ray()
+    _check_reachable(address)
     if ray.is_initialized():
         return ray
-    _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -298,7 +298,7 @@ def _ray_probe(game: str) -> str:
 
 
 class RayBackend:
-    """Tasks on a Ray cluster, at most ``slots`` at once (default: the cluster's CPUs).
+    """Tasks on a Ray cluster, at most ``slots`` at once.
 
     Ray's own task retries are off (``max_retries=0``): a task lost with its worker or
     node comes back to the shared loop, which counts it and plays it again, so the
@@ -308,9 +308,19 @@ class RayBackend:
     def __init__(self, work: Work, workers: int | None, config: RuntimeConfig):
         self.ray = connect(config.ray_address)
         _check_nodes(self.ray, work.game)
-        self.slots = workers or max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        self.workers, self._cpus, self._cpus_read = workers, 1, -1.0
         self.task = self.ray.remote(num_cpus=1, max_retries=0)(_ray_play)
         self.key, self.work_ref = uuid.uuid4().hex, [self.ray.put(work)]
+
+    @property
+    def slots(self) -> int:
+        """Jobs to run at once: ``workers``, but never more than the cluster's CPUs now
+        (read at most once a second), so that a job's clock runs only while it plays,
+        also after a node is lost."""
+        if time.monotonic() - self._cpus_read > 1.0:
+            self._cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+            self._cpus_read = time.monotonic()
+        return min(self.workers or self._cpus, self._cpus)
 
     def __enter__(self):
         return self
