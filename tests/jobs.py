@@ -15,15 +15,22 @@ from worldmodels.executor import Work
 
 
 def _tries(job) -> int:
-    """Count this attempt at ``job``; return how many there have been, this one included."""
+    """Count this attempt at ``job`` (a file named by the job, the Ray node playing it or
+    "local", and the process); return how many there have been, this one included."""
     index, folder = job
-    mark = Path(folder) / f"{index}.{os.getpid()}.{time.monotonic_ns()}"
-    mark.touch()
-    return len(list(Path(folder).glob(f"{index}.*")))
+    ray = sys.modules.get("ray")
+    node = ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else "local"
+    (Path(folder) / f"{index}.{node}.{os.getpid()}").touch()
+    return tries(folder, index)
 
 
 def tries(folder, index: int) -> int:
     return len(list(Path(folder).glob(f"{index}.*")))
+
+
+def playing_on(folder, node_id: str) -> bool:
+    """Whether a job has started on the Ray node ``node_id``."""
+    return any(Path(folder).glob(f"*.{node_id}.*"))
 
 
 def _start(behaviour: str, target: int) -> tuple[str, int]:
