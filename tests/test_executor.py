@@ -14,9 +14,11 @@ import time
 import jobs
 import numpy as np
 import pytest
+from commands import SMOKE
 from jobs import toy, tries
 
 from worldmodels import executor
+from worldmodels.__main__ import main
 from worldmodels.agent import Agent
 from worldmodels.executor import EpisodeFailed, Executor, RuntimeConfig, connect, import_ray
 from worldmodels.rollouts import episode_path, episode_paths, read_episode
@@ -179,6 +181,22 @@ def test_an_unreachable_ray_address_fails_within_seconds_naming_it():
         connect(f"127.0.0.1:{port}")
     with pytest.raises(ValueError, match="runtime.ray_address must be auto, HOST:PORT"):
         connect("no-port-here")
+
+
+def test_an_unreachable_address_on_the_command_line_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir, start = tmp_path / "run", time.monotonic()
+    argv = ["run", SMOKE, f"run_dir={run_dir}", "runtime.backend=ray",
+            f"runtime.ray_address=127.0.0.1:{port}"]  # fmt: skip
+    assert main(argv) == 2
+    assert time.monotonic() - start < 10
+    error = capsys.readouterr().err.strip()
+    expected = f"worldmodels: error: cannot reach the Ray cluster at '127.0.0.1:{port}'"
+    assert error.startswith(expected)
+    assert len(error.splitlines()) == 1 and not run_dir.exists()  # nothing written
 
 
 def test_backend_ray_without_ray_names_the_package(monkeypatch):

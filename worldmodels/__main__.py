@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = NAMES if args.command == "run" else (args.command,)
         pipeline.run(config, stages, force=args.force)
         print(pipeline.report(config.path))
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, OSError) as e:
+    except (ValueError, ImportError, RuntimeError, FloatingPointError, OSError) as e:
         print(f"worldmodels: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -167,10 +167,10 @@ def _restore(run_dir: Path, name: str, entry: dict | None) -> None:
 
 def run(config: Config, stages: tuple[str, ...] = NAMES, force: bool = False) -> None:
     """Run ``stages`` in order (each skipped if done); ``force`` remakes them all."""
-    config.path.mkdir(parents=True, exist_ok=True)
-    claim_run_dir(config)
-    logger = _wandb(config)
-    with executor.use(config.runtime):  # where real-game episodes are played
+    with executor.use(config.runtime):  # where real-game episodes are played; first, so
+        config.path.mkdir(parents=True, exist_ok=True)  # a bad Ray address writes nothing
+        claim_run_dir(config)
+        logger = _wandb(config)
         for name in stages:
             print(f"== {name} ==", flush=True)
             run_stage(config, name, force)
