@@ -103,7 +103,7 @@ def test_episodes_of_a_lost_node_are_played_again_elsewhere_once(ray_cluster, tm
     three = Executor(RAY_LONG, workers=3)
     batch = _in_background(lambda: results.extend(three.map(toy("slow"), jobs.jobs(5, tmp_path))))
     _wait_for(lambda: jobs.playing_on(tmp_path, doomed.node_id), batch)
-    ray_cluster.remove_node(doomed, allow_graceful=False)  # as a machine that dies
+    ray_cluster.remove_node(doomed)
     batch.join(timeout=120)
     assert results == [i * i for i in range(5)]
     assert sorted(tries(tmp_path, i) for i in range(5)) == [1, 1, 1, 1, 2]  # one lost, once
@@ -120,7 +120,7 @@ def test_collection_on_ray_losing_a_node_equals_local(ray_cluster, tmp_path):
 
     batch = _in_background(run)
     _wait_for(lambda: out.exists() and len(episode_paths(out)) >= 1, batch)
-    ray_cluster.remove_node(doomed, allow_graceful=False)  # a third of the workers
+    ray_cluster.remove_node(doomed)  # a third of the workers, mid-collection
     batch.join(timeout=300)
     assert not batch.is_alive(), "collection on Ray did not finish after a node was lost"
     assert [p.name for p in episode_paths(out)] == [f"{i:06d}.npz" for i in range(8)]

@@ -62,11 +62,21 @@ def real_lengths(
     """(lengths, returns) of blind ``policy`` in the real game; episode i is seeded (game
     and policy) from (seed, i). Played by the rollout executor with ``workers`` workers
     (0: in this process)."""
+    return real_lengths_of([policy], game_name, episodes, seed, workers, **env)[0]
+
+
+def real_lengths_of(
+    policies: list[type], game_name: str, episodes: int, seed: int = 0, workers=0, **env
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``real_lengths`` of several policies, played as one batch."""
     work = Work(game_name, make_env, (game_name,), _play_blind, _name, env)
-    jobs = [(policy, seed, i) for i in range(episodes)]
+    jobs = [(policy, seed, i) for policy in policies for i in range(episodes)]
     played = executor(workers).map(work, jobs)
-    lengths, returns = zip(*played, strict=True) if played else ((), ())
-    return np.array(lengths), np.array(returns)
+    out = []
+    for k in range(len(policies)):
+        lengths, returns = zip(*played[k * episodes : (k + 1) * episodes], strict=True)
+        out.append((np.array(lengths), np.array(returns)))
+    return out
 
 
 def _play_blind(env, job: tuple) -> tuple[int, float]:
@@ -115,9 +125,11 @@ def calibrate(
     other = copy.copy(dream)
     other.done_mode = next(m for m in DONE_MODES if m != dream.done_mode)
     result = {}
-    for name, policy in policies.items():
+    real = real_lengths_of(list(policies.values()), game_name, episodes, seed, workers,
+                           **(env or {}))  # fmt: skip
+    for (name, policy), in_game in zip(policies.items(), real, strict=True):
         worlds = {
-            "real": real_lengths(game_name, policy, episodes, seed, workers, **(env or {})),
+            "real": in_game,
             "dream": dream_lengths(dream, game_name, policy, episodes, seed),
             f"dream_{other.done_mode}": dream_lengths(other, game_name, policy, episodes, seed),
         }
