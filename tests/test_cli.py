@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,8 +261,8 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch)
 def test_killed_run_resumes_to_the_same_artifacts(tmp_path):
     settings = ["vae.max_steps=40", "vae.checkpoint_every=10"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    for run_dir in (whole, killed):
-        assert cli("collect", SMOKE, f"run_dir={run_dir}").returncode == 0
+    assert cli("collect", SMOKE, f"run_dir={whole}").returncode == 0
+    shutil.copytree(whole, killed)  # the same episodes: collect is deterministic (tested)
     assert cli("vae", SMOKE, f"run_dir={whole}", *settings).returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "worldmodels", "vae", SMOKE, f"run_dir={killed}", *settings],
@@ -280,9 +281,6 @@ def test_killed_run_resumes_to_the_same_artifacts(tmp_path):
     assert a["progress"]["step"] == b["progress"]["step"] == 40
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
-    assert sorted(p.name for p in (whole / "rollouts").iterdir()) == sorted(
-        p.name for p in (killed / "rollouts").iterdir()
-    )
 
 
 def test_wandb_offline_logs_the_metrics(smoke_run, tmp_path):
