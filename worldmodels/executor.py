@@ -170,11 +170,12 @@ _STATE: dict[str, Any] = {}  # per worker process: the state of the works it has
 
 
 def _local_init(work: Work) -> None:
-    _STATE["local"] = work.start()
+    _STATE["local"] = (work, work.start())  # the work crosses to a worker once, not per job
 
 
-def _local_play(work: Work, job):
-    return work.play(_STATE["local"], job)
+def _local_play(job):
+    work, state = _STATE["local"]
+    return work.play(state, job)
 
 
 class LocalBackend:
@@ -196,7 +197,7 @@ class LocalBackend:
             self.pool = ProcessPoolExecutor(
                 self.slots, mp_context=spawn, initializer=_local_init, initargs=(self.work,)
             )
-        return self.pool.submit(_local_play, self.work, job)
+        return self.pool.submit(_local_play, job)
 
     def wait(self, handles: list, seconds: float) -> Iterator[tuple[Any, str, Any]]:
         done, _ = wait(handles, timeout=seconds, return_when=FIRST_COMPLETED)
