@@ -365,3 +365,25 @@ def test_calibration_takes_any_blind_policy(trained_run):
     assert calls.count((1, 1)) == 2 * r["real_length_mean"]  # the real game: a call a step
     dream_steps = sum(k for n, k in calls if n == 2)  # both done rules' dreams
     assert dream_steps == 2 * (r["dream_length_mean"] + r["dream_sample_length_mean"])
+
+
+@pytest.mark.parametrize(("game", "header", "row"), [
+    ("doom_takecover", "| policy | real game | dream | dream / real |",
+     "| noop | 160.0 | 320.0 | 2.00 |"),
+    ("carracing", "| policy | real game | dream | real length | dream length |",
+     "| noop | -50.0 | 25.0 | 160 | 320 |"),
+])  # fmt: skip
+def test_calibration_table_shows_what_the_controller_is_scored_by(tmp_path, game, header, row):
+    # Doom's return is its length; CarRacing's is the reward, which the dream predicts.
+    from worldmodels.stages.calibrate import summary
+
+    stats = {f"{world}_{measure}_{stat}": value
+             for world, length, ret in (("real", 160.0, -50.0), ("dream", 320.0, 25.0))
+             for measure, value in (("length", length), ("return", ret))
+             for stat in ("mean", "std")}  # fmt: skip
+    result = {"noop": stats, "policies": ["noop"], "episodes": 4, "temperature": 1.0,
+              "done": "logit", "game": game}  # fmt: skip
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / "results.json").write_text(json.dumps(result))
+    lines = summary(tmp_path)
+    assert header in lines and row in lines

@@ -18,6 +18,7 @@ from typing import ClassVar
 from worldmodels.artifacts import read_results, run_env, run_game
 from worldmodels.calibrate import calibrate, report
 from worldmodels.dream import Dream
+from worldmodels.envs import get_game
 from worldmodels.files import write_json
 
 
@@ -84,11 +85,22 @@ def summary(run_dir: Path) -> list[str]:
     r = read_results(run_dir, "calibration")
     if not r.get("episodes"):
         return []
+    survival = get_game(r.get("game", "doom_takecover")).survival
+    measure = "length" if survival else "return"  # what the controller is scored by
     lines = ["## Calibration", "",
-             f"Mean episode length of blind policies, {r['episodes']} episodes each; the dream "
-             f"at tau {r['temperature']}, done by {r['done']}.", "",
-             "| policy | real game | dream | dream / real |", "|---|---|---|---|"]  # fmt: skip
+             f"Mean episode {measure} of blind policies, {r['episodes']} episodes each; the "
+             f"dream at tau {r['temperature']}, done by {r['done']}.", ""]  # fmt: skip
+    if survival:
+        lines += ["| policy | real game | dream | dream / real |", "|---|---|---|---|"]
+    else:
+        lines += ["| policy | real game | dream | real length | dream length |",
+                  "|---|---|---|---|---|"]  # fmt: skip
     for policy in r["policies"]:
-        real, dream = r[policy]["real_length_mean"], r[policy]["dream_length_mean"]
-        lines.append(f"| {policy} | {real:.1f} | {dream:.1f} | {dream / real:.2f} |")
+        real, dream = r[policy][f"real_{measure}_mean"], r[policy][f"dream_{measure}_mean"]
+        if survival:
+            lines.append(f"| {policy} | {real:.1f} | {dream:.1f} | {dream / real:.2f} |")
+        else:
+            lengths = r[policy]["real_length_mean"], r[policy]["dream_length_mean"]
+            lines.append(f"| {policy} | {real:.1f} | {dream:.1f} | {lengths[0]:.0f} | "
+                         f"{lengths[1]:.0f} |")  # fmt: skip
     return lines
