@@ -39,11 +39,12 @@ from worldmodels.mdnrnn import MDNRNN
 from worldmodels.rollouts import encode_episode
 from worldmodels.runtime import autocast
 from worldmodels.stages.collect import CollectConfig, collect, play_episode
+from worldmodels.stages.mdnrnn import MDNRNNConfig, build_mdnrnn
 from worldmodels.vae import ConvVAE
 
 CORES = (2, 16, 64, 256)
-GAME_SIZES = {"doom_takecover": (64, 1, 512, True, False), "carracing": (32, 3, 256, False, True)}
-"""z, action size, LSTM size, restart flag, reward head: each paper-scale experiment's M."""
+SIZES = {"doom_takecover": (64, 512), "carracing": (32, 256)}
+"""z and LSTM size of each paper-scale experiment's V and M."""
 
 
 def collection(backend: str, episodes: int, workers: int) -> tuple[float, int]:
@@ -69,10 +70,9 @@ def frame_cost(game: str, episodes: int) -> float:
 
 
 def models(game: str) -> tuple[ConvVAE, MDNRNN]:
-    z, action, hidden, restart, reward = GAME_SIZES[game]
+    z, hidden = SIZES[game]
     torch.manual_seed(0)
-    mdnrnn = MDNRNN(z, action, hidden, restart_flag=restart, predict_reward=reward)
-    return ConvVAE(z), mdnrnn
+    return ConvVAE(z), build_mdnrnn(MDNRNNConfig(hidden_size=hidden), game, z)
 
 
 def agent_step(game: str, steps: int) -> float:

@@ -164,7 +164,7 @@ def report(result: dict) -> str:
         if f"dream_{other}_length_mean" in r:
             mean, std = r[f"dream_{other}_length_mean"], r[f"dream_{other}_length_std"]
             line += f" ({mean:.1f} +- {std:.0f})"
-        if not _survival(result):  # the return is the game's reward, not the length
+        if not survival(result):  # the return is the game's reward, not the length
             line += (f"; mean return real {r['real_return_mean']:.1f} +- "
                      f"{r['real_return_std']:.0f}   dream {r['dream_return_mean']:.1f} +- "
                      f"{r['dream_return_std']:.0f}")  # fmt: skip
@@ -172,7 +172,7 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _survival(result: dict) -> bool:
+def survival(result: dict) -> bool:
     """Whether the calibrated game's return is its length (Doom; results without a game
     were all Doom's)."""
     return get_game(result.get("game", "doom_takecover")).survival

@@ -41,8 +41,6 @@ from typing import Any, ClassVar
 from worldmodels.envs import check_installed
 from worldmodels.runtime import resolve_workers
 
-BACKENDS = ("local", "ray")
-
 
 @dataclass
 class RuntimeConfig:

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from worldmodels.artifacts import read_results, run_env, run_game
-from worldmodels.calibrate import calibrate, report
+from worldmodels.calibrate import calibrate, report, survival
 from worldmodels.dream import Dream
-from worldmodels.envs import get_game
 from worldmodels.files import write_json
 
 
@@ -85,19 +84,19 @@ def summary(run_dir: Path) -> list[str]:
     r = read_results(run_dir, "calibration")
     if not r.get("episodes"):
         return []
-    survival = get_game(r.get("game", "doom_takecover")).survival
-    measure = "length" if survival else "return"  # what the controller is scored by
+    lengths_only = survival(r)
+    measure = "length" if lengths_only else "return"  # what the controller is scored by
     lines = ["## Calibration", "",
              f"Mean episode {measure} of blind policies, {r['episodes']} episodes each; the "
              f"dream at tau {r['temperature']}, done by {r['done']}.", ""]  # fmt: skip
-    if survival:
+    if lengths_only:
         lines += ["| policy | real game | dream | dream / real |", "|---|---|---|---|"]
     else:
         lines += ["| policy | real game | dream | real length | dream length |",
                   "|---|---|---|---|---|"]  # fmt: skip
     for policy in r["policies"]:
         real, dream = r[policy][f"real_{measure}_mean"], r[policy][f"dream_{measure}_mean"]
-        if survival:
+        if lengths_only:
             lines.append(f"| {policy} | {real:.1f} | {dream:.1f} | {dream / real:.2f} |")
         else:
             lengths = r[policy]["real_length_mean"], r[policy]["dream_length_mean"]
