@@ -48,29 +48,78 @@ class Agent:
         With ``record``, also returns ``frames``: real frame | V's reconstruction | the
         frame M predicted for this step (its mixture's mode, decoded), side by side.
         """
+        if params is None:
+            policy = self.game.random_policy(np.random.default_rng(seed))
+            choose = lambda frame, obs: torch.from_numpy(policy(frame))[None]  # noqa: E731
+        else:
+            w = torch.tensor(params, dtype=torch.float32)  # a copy
+            choose = lambda frame, obs: self.controller.act(w, obs)  # noqa: E731
+        frames, predicted = [], None
+
+        def keep(frame, mu, logvar, action, h, *outcome) -> None:
+            nonlocal predicted
+            frames.append(self._side_by_side(frame, mu, predicted))
+            predicted = self.mdnrnn.mdn(h).mode()
+
+        total, steps = self._episode(seed, choose, keep if record else None)
+        return {"return": total, "length": steps, "frames": frames}
+
+    @torch.no_grad()
+    def explore(
+        self, params: np.ndarray, seed: int, chance: float, hold: int, policy: dict
+    ) -> dict[str, np.ndarray]:
+        """One episode of the controller with random exploration, recorded as M's training
+        data (the paper's iterative training): at each step, with probability ``chance``,
+        the game's data policy (made with the settings ``policy``) takes over for 1 to
+        ``hold`` steps. Returns what the encode stage writes for an episode (V's mu and
+        logvar of every frame, the actions, rewards and ends) and the episode's return."""
+        rng = np.random.default_rng(seed)
+        w = torch.tensor(params, dtype=torch.float32)
+        data_policy, left = None, 0
+
+        def choose(frame, obs) -> torch.Tensor:
+            nonlocal data_policy, left
+            if left == 0 and rng.random() < chance:
+                data_policy = self.game.random_policy(rng, **policy)
+                left = int(rng.integers(1, hold + 1))
+            if left == 0:
+                return self.controller.act(w, obs)
+            left -= 1
+            return torch.from_numpy(np.asarray(data_policy(frame), np.float32))[None]
+
+        steps = {key: [] for key in ("mu", "logvar", "action", "reward", "terminated",
+                                     "truncated")}  # fmt: skip
+
+        def keep(frame, mu, logvar, action, h, *outcome) -> None:
+            for key, value in zip(steps, (mu[0], logvar[0], action[0], *outcome), strict=True):
+                steps[key].append(np.asarray(value))
+
+        total, _ = self._episode(seed, choose, keep)
+        episode = {key: np.stack(values).astype(np.float32) for key, values in steps.items()}
+        episode["terminated"] = episode["terminated"].astype(bool)
+        episode["truncated"] = episode["truncated"].astype(bool)
+        return episode | {"return": np.float64(total)}
+
+    def _episode(self, seed: int, choose, on_step=None) -> tuple[float, int]:
+        """Play one episode from the env seed ``seed``: ``choose(frame, obs)`` gives the
+        action ``[1, A]`` (``obs``: C's input [z, (c,) h]); then M steps on [z, a]. After each
+        step, ``on_step(frame, mu, logvar, action, h, reward, terminated, truncated)`` with
+        M's new h. Returns (return, length)."""
         frame, _ = self.env.reset(seed=seed)
-        policy = (
-            None if params is not None else self.game.random_policy(np.random.default_rng(seed))
-        )
-        w = None if params is None else torch.tensor(params, dtype=torch.float32)  # a copy
         h = c = torch.zeros(1, self.mdnrnn.hidden_size)
-        total, steps, frames, predicted, done = 0.0, 0, [], None, False
+        total, steps, done = 0.0, 0, False
         while not done:
-            mu, _ = self.vae.encode(to_input(torch.from_numpy(frame[None])))
-            if policy is not None:
-                action = torch.from_numpy(policy(frame))[None]
-            else:
-                action = self.controller.act(w, observation(mu, h, c, self.game.survival))
-            if record:
-                frames.append(self._side_by_side(frame, mu, predicted))
+            mu, logvar = self.vae.encode(to_input(torch.from_numpy(frame[None])))
+            action = choose(frame, observation(mu, h, c, self.game.survival))
             restart, state = torch.tensor([[steps == 0]]), (h[None], c[None])
             _, (h, c) = self.mdnrnn.states(mu[:, None], action[:, None], restart, state)
             h, c = h[0], c[0]
-            if record:
-                predicted = self.mdnrnn.mdn(h).mode()
-            frame, reward, terminated, truncated, _ = self.env.step(action[0].numpy())
-            total, steps, done = total + reward, steps + 1, terminated or truncated
-        return {"return": total, "length": steps, "frames": frames}
+            next_frame, reward, terminated, truncated, _ = self.env.step(action[0].numpy())
+            if on_step is not None:
+                on_step(frame, mu, logvar, action, h, reward, terminated, truncated)
+            frame, total, steps = next_frame, total + reward, steps + 1
+            done = terminated or truncated
+        return total, steps
 
     def _side_by_side(self, frame, mu, predicted) -> np.ndarray:
         recon = self._decode(mu)

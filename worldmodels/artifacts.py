@@ -18,6 +18,7 @@ from worldmodels.train import load_checkpoint
 from worldmodels.vae import ConvVAE
 
 LATENT_KEYS = ("mu", "logvar", "action", "reward", "terminated")
+ROUNDS = "rounds"  # the iterate stage's folder: rounds/<r>/ per round of iterative training
 
 
 def run_game(run_dir: str | os.PathLike) -> str:
@@ -47,6 +48,13 @@ def read_results(run_dir: str | os.PathLike, output: str) -> dict:
     written them."""
     path = Path(run_dir) / output / "results.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def agent_dir(run_dir: str | os.PathLike) -> Path:
+    """Where a run's final agent (V, M and C) is: its last finished round of iterative
+    training (``rounds/<r>/``, itself laid out as a run directory), else the run directory."""
+    final = read_results(run_dir, ROUNDS).get("final")
+    return Path(run_dir) / final if final else Path(run_dir)
 
 
 def load_vae(run_dir: str | os.PathLike, device: torch.device | None = None) -> ConvVAE:

@@ -32,7 +32,14 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from worldmodels.artifacts import load_latents, load_mdnrnn, load_vae, run_env, run_game
+from worldmodels.artifacts import (
+    agent_dir,
+    load_latents,
+    load_mdnrnn,
+    load_vae,
+    run_env,
+    run_game,
+)
 from worldmodels.controller import Controller
 from worldmodels.files import atomic_path, write_json
 from worldmodels.mdnrnn import MDNRNN
@@ -66,11 +73,12 @@ def find(name: str) -> Path:
 
 
 def export(run_dir: str | os.PathLike, folder: str | os.PathLike) -> dict:
-    """Write the pretrained folder of a finished run directory; return its manifest."""
-    run_dir, folder = Path(run_dir), Path(folder)
-    vae, mdnrnn = load_vae(run_dir), load_mdnrnn(run_dir)
-    controller, params = load_controller(run_dir)
-    episodes, _ = load_latents(run_dir, ("mu", "logvar"), first_step_only=True)
+    """Write the pretrained folder of a finished run directory (its final agent: the last
+    round of iterative training, if any); return its manifest."""
+    run_dir, folder, agent = Path(run_dir), Path(folder), agent_dir(run_dir)
+    vae, mdnrnn = load_vae(agent), load_mdnrnn(agent)
+    controller, params = load_controller(agent)
+    episodes, _ = load_latents(agent, ("mu", "logvar"), first_step_only=True)
     tensors = {
         "vae.safetensors": vae.state_dict(),
         "mdnrnn.safetensors": mdnrnn.state_dict(),

@@ -12,7 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from worldmodels.stages import calibrate, collect, controller, encode, evaluate, mdnrnn, vae
+from worldmodels.stages import (
+    calibrate,
+    collect,
+    controller,
+    encode,
+    evaluate,
+    iterate,
+    mdnrnn,
+    vae,
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,10 @@ STAGES: tuple[Stage, ...] = (
           "controller", ("mdnrnn",), controller.summary,
           "evolve C with CMA-ES in the dream (or the real game) -> controller/",
           media=("controller/history.png",)),
-    Stage("evaluate", evaluate.EvaluateConfig, evaluate.evaluate, "evaluate", ("controller",),
+    Stage("iterate", iterate.IterateConfig, iterate.iterate, "rounds", ("controller",),
+          iterate.summary, "rounds of C's episodes, M and C trained again (off: rounds 0) "
+          "-> rounds/"),
+    Stage("evaluate", evaluate.EvaluateConfig, evaluate.evaluate, "evaluate", ("iterate",),
           evaluate.summary, "C in the real game, the random policy, the dream -> evaluate/",
           media=("evaluate/episode.mp4",)),
 )  # fmt: skip

@@ -1,6 +1,7 @@
 """Stage ``evaluate``: the best controller in the real game (paper Sec. 3.4 and 4.5).
 
-Reads controller/best.pt, the world model and rollouts/meta.json. Writes
+Reads controller/best.pt, the world model and rollouts/meta.json (those of the last
+round of iterative training, ``rounds/<r>/``, if the iterate stage ran any). Writes
 evaluate/results.json and evaluate/episode.mp4.
 
 Scores controller/best.pt over N real episodes (seeds fixed and recorded, worker
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 
 from worldmodels.agent import Agent, play_episodes
-from worldmodels.artifacts import read_results
+from worldmodels.artifacts import agent_dir, read_results
 from worldmodels.dream import Dream
 from worldmodels.files import atomic_path, write_json
 from worldmodels.stages.controller import (
@@ -61,7 +62,7 @@ def statistics(scores: np.ndarray) -> dict:
 
 
 def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
-    run_dir, out = Path(run_dir), Path(run_dir) / "evaluate"
+    out, run_dir = Path(run_dir) / "evaluate", agent_dir(run_dir)  # the final agent's
     dream = Dream.from_run_dir(run_dir, temperature=config.temperature, done=config.done)
     controller, params = load_controller(run_dir)
     if controller.obs_size != dream.obs_size:
