@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from tqdm import tqdm
 
 from worldmodels.agent import Agent, agent_args
 from worldmodels.artifacts import ROUNDS, agent_dir, read_results
@@ -122,16 +123,20 @@ def play(config: IterateConfig, policy: dict, run_dir: Path, r: int) -> list[flo
     todo = [(i, s) for i, s in zip(indices, seeds, strict=True)
             if not episode_path(out, i).exists()]  # fmt: skip
     jobs = [(params, s, config.explore, config.hold, policy) for _, s in todo]
+    bar = tqdm(total=config.episodes, initial=config.episodes - len(todo), unit="ep",
+               desc=f"iterate: round {r}", dynamic_ncols=True)  # fmt: skip
 
     def write(j: int, episode: dict) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, **episode)
         with atomic_path(episode_path(out, todo[j][0])) as tmp:
             tmp.write_bytes(buffer.getvalue())
+        bar.update(1)
 
     args = agent_args(agent_run)
     work = Work(args[0], Agent, args, _explore, _name)
-    executor(config.workers).map(work, jobs, write)
+    with bar:
+        executor(config.workers).map(work, jobs, write)
     returns = []
     for path in episode_paths(out):
         with np.load(path) as npz:
