@@ -43,7 +43,9 @@ from worldmodels.artifacts import (
 from worldmodels.controller import Controller
 from worldmodels.files import atomic_path, write_json
 from worldmodels.mdnrnn import MDNRNN
+from worldmodels.rollouts import episode_path
 from worldmodels.stages.controller import load_controller, save_controller
+from worldmodels.stages.encode import write_latents
 from worldmodels.train import save_checkpoint
 from worldmodels.vae import ConvVAE
 
@@ -142,7 +144,9 @@ def unpack(folder: str | os.PathLike, run_dir: str | os.PathLike) -> dict:
     shutil.rmtree(latents, ignore_errors=True)  # an earlier unpack's starts
     latents.mkdir(parents=True)
     for i, (mu, logvar) in enumerate(zip(starts["mu"], starts["logvar"], strict=True)):
-        np.savez(latents / f"{i:06d}.npz", mu=mu[None].numpy(), logvar=logvar[None].numpy())
+        write_latents(
+            episode_path(latents, i), {"mu": mu[None].numpy(), "logvar": logvar[None].numpy()}
+        )
     write_json(latents / "meta.json", {"z_size": vae.z_size})
     write_json(run_dir / UNPACKED, {"from": str(folder), **manifest})
     return manifest

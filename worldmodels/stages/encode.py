@@ -63,12 +63,17 @@ def encode(config: EncodeConfig, run_dir: str | os.PathLike) -> dict:
         mu, logvar = encode_frames(model, episode["obs"], config.batch_size, precision)
         latents = {"mu": mu, "logvar": logvar}
         latents.update({k: episode[k] for k in ("action", "reward", "terminated", "truncated")})
-        with atomic_path(out / path.name) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **latents)
+        write_latents(out / path.name, latents)
     results = {"episodes": len(paths) - len(skipped), "encoded": len(todo) - len(skipped),
                "skipped": skipped, "precision": precision}  # fmt: skip
     write_json(out / "results.json", results)
     return results
+
+
+def write_latents(path: Path, latents: dict[str, np.ndarray]) -> None:
+    """Write one episode's latents file atomically, uncompressed (M's stage loads them)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **latents)
 
 
 @torch.no_grad()

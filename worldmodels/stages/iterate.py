@@ -24,7 +24,6 @@ as they arrive, M and C resume from their checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -37,9 +36,10 @@ from tqdm import tqdm
 from worldmodels.agent import Agent, agent_args
 from worldmodels.artifacts import ROUNDS, agent_dir, read_results
 from worldmodels.executor import Work, executor
-from worldmodels.files import atomic_path, write_json
+from worldmodels.files import write_json
 from worldmodels.rollouts import episode_path, episode_paths
 from worldmodels.stages.controller import episode_seeds, load_controller
+from worldmodels.stages.encode import write_latents
 
 LINKED = ("rollouts", "vae")  # a round's folders that are the run's own
 
@@ -127,10 +127,7 @@ def play(config: IterateConfig, policy: dict, run_dir: Path, r: int) -> list[flo
                desc=f"iterate: round {r}", dynamic_ncols=True)  # fmt: skip
 
     def write(j: int, episode: dict) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, **episode)
-        with atomic_path(episode_path(out, todo[j][0])) as tmp:
-            tmp.write_bytes(buffer.getvalue())
+        write_latents(episode_path(out, todo[j][0]), episode)
         bar.update(1)
 
     args = agent_args(agent_run)
