@@ -173,6 +173,13 @@ def test_another_experiments_run_dir_is_refused(smoke_run, capsys):
     run_dir, _ = smoke_run
     assert main(["collect", SMOKE, f"run_dir={run_dir}", "name=other"]) == 2
     assert "holds the experiment 'smoke', not 'other'" in capsys.readouterr().err
+    # a run of one game given to an experiment of another: both games named, by any stage
+    before = (run_dir / "config.yaml").read_text()
+    for stage in ("mdnrnn", "evaluate"):
+        assert main([stage, SMOKE, f"run_dir={run_dir}", "collect.game=carracing"]) == 2
+        assert ("holds episodes of 'doom_takecover', this experiment plays 'carracing'"
+                in capsys.readouterr().err)  # fmt: skip
+    assert (run_dir / "config.yaml").read_text() == before
 
 
 def test_config_errors_name_the_key(tmp_path, capsys):

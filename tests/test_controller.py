@@ -17,11 +17,14 @@ from worldmodels.envs import get_game
 from worldmodels.stages.controller import (
     ControllerConfig,
     dream_fitness,
+    episode_seeds,
     evolve,
+    kept_means,
     load_controller,
     train_controller,
 )
-from worldmodels.stages.evaluate import EvaluateConfig, evaluate
+from worldmodels.stages.evaluate import EvaluateConfig, evaluate, spearman
+from worldmodels.stages.evaluate import summary as evaluate_summary
 
 
 def paper_controller(game: str, z: int, h: int) -> Controller:
@@ -135,8 +138,14 @@ def test_controller_and_evaluation_end_to_end(trained_run):
     assert (run_dir / "controller" / "history.png").stat().st_size > 0
     controller, params = load_controller(run_dir)
     assert params.shape == (controller.n_params,) == (4 + 2 * 16,)
+    # every scored CMA-ES mean is kept; best.pt is the best generation's
+    means = kept_means(run_dir)
+    assert [g for g, _, _ in means] == [1, 2]
+    np.testing.assert_array_equal(means[state["best"]["generation"] - 1][2], params)
+    assert not np.array_equal(means[0][2], means[1][2])
 
-    results = evaluate(EvaluateConfig(episodes=3, dream_episodes=8, workers=0), run_dir)
+    config = EvaluateConfig(episodes=3, dream_episodes=8, workers=0, rank_episodes=2)
+    results = evaluate(config, run_dir)
     saved = json.loads((run_dir / "evaluate" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     # each column is what its own policy scores on those seeds, played here directly
@@ -151,6 +160,34 @@ def test_controller_and_evaluation_end_to_end(trained_run):
     in_dream = dream_fitness(Dream.from_run_dir(run_dir), controller, 8, EvaluateConfig().seed)
     assert saved["dream"]["mean"] == pytest.approx(float(in_dream(params[None], 0)[0]))
     assert (run_dir / "evaluate" / "episode.mp4").stat().st_size > 1000
+    # the rank check: each kept mean's real score is its own episodes on the rank seeds,
+    # its dream score its return in the evaluation's dreams, then the blind policies
+    rank, rank_seeds = saved["rank"], episode_seeds(config.seed, 1, 2)
+    names = [c["name"] for c in rank["controllers"]]
+    assert names == ["CMA-ES mean, generation 1", "CMA-ES mean, generation 2", "noop policy",
+                     "random policy"]  # fmt: skip
+    stacked = np.stack([p for _, _, p in means])
+    for row, (_, _, p), d in zip(rank["controllers"], means, in_dream(stacked, 1), strict=False):
+        assert row["real"] == pytest.approx(np.mean([agent.play(p, s)["return"]
+                                                     for s in rank_seeds]))  # fmt: skip
+        assert row["dream"] == pytest.approx(float(d))
+    dreams, reals = ([c[k] for c in rank["controllers"]] for k in ("dream", "real"))
+    assert rank["spearman"] == pytest.approx(spearman(dreams, reals))
+    assert "Spearman rho" in "\n".join(evaluate_summary(run_dir))
+
+
+def test_spearman_against_its_textbook_formulas():
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)), d the rank differences
+    x, y = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6], [10.0, 2.0, 3.0, 1.0, 20.0, 5.0]
+    rx, ry = [4, 1, 5, 2, 6, 3], [5, 2, 3, 1, 6, 4]
+    d2 = sum((a - b) ** 2 for a, b in zip(rx, ry, strict=True))
+    assert spearman(x, y) == pytest.approx(1 - 6 * d2 / (6 * 35))
+    assert spearman(x, x) == pytest.approx(1.0)
+    assert spearman(x, [-v for v in x]) == pytest.approx(-1.0)
+    # ties share their mean rank: x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 3, 4); Pearson
+    # of those by hand: covariance 1.125 / sqrt(variances 1.125 * 1.25) = 0.9486833
+    assert spearman([1, 5, 5, 7], [0, 1, 2, 3]) == pytest.approx(0.9486833, abs=1e-6)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_controller_of_another_game_is_refused(trained_run, tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from worldmodels import executor
+from worldmodels.artifacts import run_game
 from worldmodels.config import Config, stage_dict, to_dict
 from worldmodels.files import atomic_path, write_json
 from worldmodels.pretrained import UNPACKED
@@ -32,7 +33,14 @@ REPLACED = ".replaced"  # suffix of a forced stage's old outputs while it runs
 
 
 def claim_run_dir(config: Config) -> None:
-    """Refuse a run directory of another experiment; write the resolved config.yaml."""
+    """Refuse a run directory of another game or experiment; write the resolved
+    config.yaml."""
+    game = config.collect.game
+    if (config.path / "rollouts" / "meta.json").exists() and (
+        held := run_game(config.path)
+    ) != game:
+        raise ValueError(f"{config.path} holds episodes of {held!r}, this experiment plays "
+                         f"{game!r} (collect.game); use another run_dir")  # fmt: skip
     path = config.path / "config.yaml"
     if path.exists():
         found = yaml.safe_load(path.read_text()) or {}

@@ -5,7 +5,10 @@ Each generation asks CMA-ES for ``popsize`` controllers and scores each by its m
 return over ``episodes`` episodes: in the dream, all popsize x episodes dreams run as
 one batch (``Dream.rollout``); in the real game, spread over worker processes. Every
 ``eval_every`` generations the CMA-ES mean is scored on ``eval_episodes`` dreams (and,
-if asked, real episodes); the best so far is controller/best.pt.
+if asked, real episodes) and kept as controller/means/<generation>.pt; the best so far
+is controller/best.pt. The kept means, controllers of rising quality, are what the
+evaluate stage's ``rank_episodes`` uses to check that the dream ranks controllers as the
+real game does.
 
 Resumption without pickle: pycma is deterministic for a fixed seed, so es_state.json
 keeps only every generation's fitnesses (and a checksum of its candidates). A rerun
@@ -219,27 +222,44 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
         scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
         return scores
 
+    def evaluate_and_keep(mean: np.ndarray, generation: int) -> dict:
+        scores = evaluate(mean, generation)
+        save_controller(run_dir, controller, mean, game_name, {"generation": generation, **scores},
+                        MEANS / f"{generation}.pt")  # fmt: skip
+        return scores
+
     def save_best(params: np.ndarray, best: dict) -> None:
         save_controller(run_dir, controller, params, game_name, best)
 
-    state = evolve(controller.n_params, fitness, config, out, evaluate, save_best)
+    state = evolve(controller.n_params, fitness, config, out, evaluate_and_keep, save_best)
     plot_history(state["history"], out / "history.png")
     return state
 
 
+BEST, MEANS = Path("best.pt"), Path("means")  # in controller/
+
+
 def save_controller(
-    run_dir: str | os.PathLike, controller: Controller, params: np.ndarray, game: str, best: dict
+    run_dir: str | os.PathLike,
+    controller: Controller,
+    params: np.ndarray,
+    game: str,
+    best: dict,
+    name: str | os.PathLike = BEST,
 ) -> None:
-    """Write controller/best.pt: the parameters, the controller's shape, its game and how
-    it was chosen (what ``load_controller`` reads)."""
-    with atomic_path(Path(run_dir) / "controller" / "best.pt") as tmp:
+    """Write controller/<name> (default best.pt): the parameters, the controller's shape,
+    its game and how it was chosen (what ``load_controller`` reads)."""
+    with atomic_path(Path(run_dir) / "controller" / name) as tmp:
         torch.save({"params": torch.as_tensor(params), "controller": controller.spec,
                     "game": game, "best": best}, tmp)  # fmt: skip
 
 
-def load_controller(run_dir: str | os.PathLike, expected: Controller | None = None):
-    """(Controller, params) from controller/best.pt, checked against the run's game."""
-    path = Path(run_dir) / "controller" / "best.pt"
+def load_controller(
+    run_dir: str | os.PathLike, expected: Controller | None = None, name: str | os.PathLike = BEST
+):
+    """(Controller, params) from controller/<name> (default best.pt), checked against the
+    run's game."""
+    path = Path(run_dir) / "controller" / name
     if not path.exists():
         raise FileNotFoundError(f"no controller at {path}; run the controller stage first")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -253,6 +273,14 @@ def load_controller(run_dir: str | os.PathLike, expected: Controller | None = No
         raise ValueError(f"{path} is a controller for {controller.spec}, this run needs "
                          f"{expected.spec}")  # fmt: skip
     return controller, ckpt["params"].numpy()
+
+
+def kept_means(run_dir: str | os.PathLike) -> list[tuple[int, Controller, np.ndarray]]:
+    """(generation, Controller, params) of every CMA-ES mean the controller stage scored
+    (controller/means/), by generation."""
+    folder = Path(run_dir) / "controller" / MEANS
+    generations = sorted(int(p.stem) for p in folder.glob("*.pt") if p.stem.isdigit())
+    return [(g, *load_controller(run_dir, name=MEANS / f"{g}.pt")) for g in generations]
 
 
 def plot_history(history: list[dict], path: Path) -> None:

@@ -10,6 +10,13 @@ controller in the dream. All three land side by side in evaluate/results.json, b
 dream score far above the real one means the controller exploits flaws of the model.
 evaluate/episode.mp4 shows one episode: the real frame, V's reconstruction, and the frame
 M predicted for that step.
+
+With ``rank_episodes``, it also checks that the dream ranks controllers as the real game
+does: every CMA-ES mean the controller stage kept (controller/means/, controllers of
+rising quality) and the calibration's blind policies (no-op, random) are scored in the
+dream and in ``rank_episodes`` real episodes each, and Spearman's rank correlation of
+the two lands in results.json under ``rank``. A dream that ranks them well (near 1) is
+one in which a higher dream score means a better controller.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import cv2
 import numpy as np
 
 from worldmodels.agent import Agent, play_episodes
-from worldmodels.artifacts import agent_dir, read_results
+from worldmodels.artifacts import agent_dir, read_results, run_env, run_game
+from worldmodels.calibrate import POLICIES, dream_lengths, real_lengths_of
 from worldmodels.dream import Dream
 from worldmodels.files import atomic_path, write_json
 from worldmodels.stages.controller import (
     dream_fitness,
     episode_seeds,
+    kept_means,
     load_controller,
 )
 
@@ -37,7 +46,7 @@ from worldmodels.stages.controller import (
 class EvaluateConfig:
     limits: ClassVar[dict[str, str]] = {
         "episodes": ">= 1", "dream_episodes": ">= 1", "temperature": "> 0",
-        "done": "logit sample", "workers": ">= 0",
+        "done": "logit sample", "workers": ">= 0", "rank_episodes": ">= 0",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
     episodes: int = 100
@@ -50,6 +59,9 @@ class EvaluateConfig:
     """The dream score's done rule ("logit" or "sample"), as ``controller.done``."""
     workers: int | None = None
     """Worker processes for the real episodes; None: one per core."""
+    rank_episodes: int = 0
+    """Real episodes scoring each kept CMA-ES mean and blind policy, for the rank
+    correlation of dream and real returns (0: not measured)."""
     video: bool = True
     """Write evaluate/episode.mp4 (real frame, V's reconstruction, M's prediction)."""
     seed: int = 12345
@@ -69,9 +81,12 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
         raise ValueError(f"controller/best.pt takes inputs of size {controller.obs_size}, this "
                          f"run's world model gives {dream.obs_size}")  # fmt: skip
     seeds = episode_seeds(config.seed, 0, config.episodes)
-    jobs = [(params, s) for s in seeds] + [(None, s) for s in seeds]  # one batch: C, random
+    means = kept_means(run_dir) if config.rank_episodes else []
+    rank_seeds = episode_seeds(config.seed, 1, config.rank_episodes)
+    jobs = [(params, s) for s in seeds] + [(None, s) for s in seeds]  # one batch: C, random,
+    jobs += [(p, s) for _, _, p in means for s in rank_seeds]  # and the kept means
     played, _ = play_episodes(run_dir, jobs, config.workers)
-    real, random = played[: len(seeds)], played[len(seeds) :]
+    real, random = played[: len(seeds)], played[len(seeds) : 2 * len(seeds)]
     in_dream = dream_fitness(dream, controller, config.dream_episodes, config.seed)
     dream_mean = float(in_dream(params[None], 0)[0])
     results = {
@@ -80,6 +95,11 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
                   "temperature": config.temperature, "done": config.done},
         "seeds": seeds,
     }  # fmt: skip
+    if config.rank_episodes:
+        means_real = played[2 * len(seeds) :].reshape(len(means), config.rank_episodes)
+        results["rank"] = rank_in_both_worlds(
+            run_dir, dream, means, means_real.mean(1), in_dream, config
+        )
     write_json(out / "results.json", results)
     if config.video:
         write_video(Agent.from_run_dir(run_dir), params, seeds[0], out / "episode.mp4")
@@ -88,7 +108,52 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
         f"random policy {random.mean():.1f} +- {random.std():.1f}; dream {dream_mean:.1f}\n"
         f"evaluate: {verdict(real.mean(), random.mean(), dream_mean)}"
     )
+    if "rank" in results:
+        rank = results["rank"]
+        print(f"evaluate: the dream ranks {len(rank['controllers'])} controllers with Spearman "
+              f"rho {rank['spearman']:.2f} against the real game")  # fmt: skip
     return results
+
+
+def rank_in_both_worlds(
+    run_dir: Path, dream: Dream, means: list, means_real: np.ndarray, in_dream, config
+) -> dict:
+    """Dream and real returns of the kept CMA-ES means (their real means given) and of
+    the blind policies, and Spearman's rho between the two worlds."""
+    game = run_game(run_dir)
+    means_dream = in_dream(np.stack([p for _, _, p in means]), 1) if means else []
+    rows = [{"name": f"CMA-ES mean, generation {g}", "dream": float(d), "real": float(r)}
+            for (g, _, _), d, r in zip(means, means_dream, means_real, strict=True)]  # fmt: skip
+    blind = real_lengths_of(list(POLICIES.values()), game, config.rank_episodes, config.seed,
+                            config.workers, **run_env(run_dir))  # fmt: skip
+    for (name, policy), (_, real_returns) in zip(POLICIES.items(), blind, strict=True):
+        _, dream_returns = dream_lengths(dream, game, policy, config.dream_episodes, config.seed)
+        rows.append({"name": f"{name} policy", "dream": float(dream_returns.mean()),
+                     "real": float(real_returns.mean())})  # fmt: skip
+    dream_returns, real_returns = ([row[k] for row in rows] for k in ("dream", "real"))
+    return {"controllers": rows, "spearman": spearman(dream_returns, real_returns),
+            "episodes": config.rank_episodes}  # fmt: skip
+
+
+def ranks(values) -> np.ndarray:
+    """1-based ranks of ``values``, ties given the mean of the ranks they share."""
+    values = np.asarray(values, np.float64)
+    order = np.argsort(values, kind="stable")
+    ranked = np.empty(len(values))
+    ranked[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):  # ties share their mean rank
+        tied = values == value
+        ranked[tied] = ranked[tied].mean()
+    return ranked
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (ties averaged);
+    nan when either side is constant."""
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def write_video(agent: Agent, params: np.ndarray, seed: int, path: Path, scale: int = 4) -> None:
@@ -137,4 +202,16 @@ def summary(run_dir: Path) -> list[str]:
     return ["## Scores", "", "| | mean | std |", "|---|---|---|",
             f"| real game ({len(r['seeds'])} episodes) | {real['mean']:.1f} | {real['std']:.1f} |",
             f"| random policy, same seeds | {random['mean']:.1f} | {random['std']:.1f} |",
-            f"| dream (tau {dream['temperature']}) | {dream['mean']:.1f} | |"]  # fmt: skip
+            f"| dream (tau {dream['temperature']}) | {dream['mean']:.1f} | |",
+            *rank_summary(r.get("rank"))]  # fmt: skip
+
+
+def rank_summary(rank: dict | None) -> list[str]:
+    """Every ranked controller's dream and real return, and Spearman's rho, as Markdown."""
+    if not rank:
+        return []
+    return ["", f"### Does the dream rank controllers as the game does? Spearman rho "
+            f"{rank['spearman']:.2f}", "",
+            f"| controller | dream | real game ({rank['episodes']} episodes) |", "|---|---|---|",
+            *(f"| {c['name']} | {c['dream']:.1f} | {c['real']:.1f} |"
+              for c in rank["controllers"])]  # fmt: skip
