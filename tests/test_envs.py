@@ -14,6 +14,7 @@ from worldmodels.envs import (
     FRAME_SHAPE,
     GAMES,
     DoomTakeCover,
+    DrivingPolicy,
     HeldUniform,
     doom_data_policy,
     get_game,
@@ -232,3 +233,19 @@ def test_held_uniform_is_the_data_policy_and_batches():
         assert runs.min() >= 1 and runs.max() <= 10 and -1 <= min(actions) <= max(actions) <= 1
     with pytest.raises(ValueError, match="max_hold must be an integer >= 1, got 0"):
         HeldUniform(1, [-1.0], [1.0], np.random.default_rng(0), max_hold=0)
+
+
+def test_driving_policy_steers_to_the_road_within_its_gas_range():
+    grass = np.zeros(FRAME_SHAPE, np.uint8)
+    grass[...] = (100, 200, 100)
+    right = grass.copy()
+    right[28:46, 48:60] = 105  # grey road ahead, right of the car
+    for max_gas in (0.5, 1.0):
+        policy = DrivingPolicy(np.random.default_rng(0), explore=0.0, max_gas=max_gas)
+        actions = np.stack([policy(right) for _ in range(2000)])
+        assert (actions[:, 0] > 0).mean() > 0.9  # following the road: steer right, mostly
+        assert actions[:, 1].min() >= 0.1 and actions[:, 1].max() <= max_gas
+        assert actions[:, 1].max() > max_gas - 0.1  # the whole range is used
+        assert actions[:, 2].min() >= 0 and actions[:, 2].max() <= 0.5
+    with pytest.raises(ValueError, match="max_gas must be in \\[0.1, 1\\], got 1.5"):
+        DrivingPolicy(np.random.default_rng(0), max_gas=1.5)

@@ -217,19 +217,28 @@ class DrivingPolicy:
     road, measured here); this one keeps coming back, so the frames cover the road,
     curves, the verge and grass (about 30% on the road). In segments of 10-60 steps it
     either follows the road (steers towards the grey pixels ahead of the car, plus noise)
-    or explores (steering is a mean-reverting random walk), with a random gas level and
-    an occasional brake.
+    or explores (steering is a mean-reverting random walk), with a random gas level
+    (uniform in [0.1, ``max_gas``]) and an occasional brake. A controller trained in a
+    dream of this data learns nothing true about gas levels above ``max_gas``.
     """
 
-    def __init__(self, rng: np.random.Generator, explore: float = 0.2, gain: float = 0.08):
-        self.rng, self.explore, self.gain = rng, explore, gain
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        explore: float = 0.2,
+        gain: float = 0.08,
+        max_gas: float = 0.5,
+    ):
+        if not 0.1 <= max_gas <= 1.0:
+            raise ValueError(f"max_gas must be in [0.1, 1], got {max_gas!r}")
+        self.rng, self.explore, self.gain, self.max_gas = rng, explore, gain, max_gas
         self.noise, self.left = 0.0, 0
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         if self.left == 0:
             self.follow = self.rng.random() >= self.explore
             self.left = int(self.rng.integers(10, 61))
-            self.gas = float(self.rng.uniform(0.1, 0.5))
+            self.gas = float(self.rng.uniform(0.1, self.max_gas))
             self.brake = float(self.rng.uniform(0.0, 0.5)) if self.rng.random() < 0.1 else 0.0
         self.left -= 1
         self.noise += -0.15 * self.noise + 0.3 * self.rng.normal()
