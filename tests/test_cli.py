@@ -121,6 +121,23 @@ def test_changed_calibration_reruns_only_calibration(smoke_run, tmp_path):
     assert (copy / "evaluate" / "results.json").read_text() == before
 
 
+def test_more_generations_go_on_from_the_last_and_remake_what_reads_them(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    before = json.loads((copy / "controller" / "es_state.json").read_text())
+    more = cli("run", SMOKE, f"run_dir={copy}", "controller.generations=3")
+    assert more.returncode == 0, more.stderr[-2000:]
+    after = json.loads((copy / "controller" / "es_state.json").read_text())
+    assert after["fitness"][:2] == before["fitness"] and len(after["fitness"]) == 3
+    assert "controller: generation 1/3" not in more.stdout  # not started over
+    assert "controller: generation 3/3" in more.stdout
+    for stage in ("iterate", "evaluate"):  # they read the controller: made again
+        assert f"{stage}: controller.generations (2 -> 3): made again" in more.stdout
+    fewer = cli("controller", SMOKE, f"run_dir={copy}", "controller.generations=2")
+    assert fewer.returncode == 2 and "controller.generations (3 -> 2)" in fewer.stderr
+
+
 def test_forced_stage_whose_input_is_broken_loses_nothing(smoke_run, tmp_path, capsys):
     run_dir, _ = smoke_run
     copy = tmp_path / "copy"

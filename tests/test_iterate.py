@@ -23,16 +23,26 @@ ROUNDS = ["iterate.rounds=2", "iterate.episodes=3", "iterate.explore=0.2", "iter
 
 @pytest.fixture(scope="module")
 def iterated(smoke_run, tmp_path_factory):
-    """A copy of the smoke run with two rounds of iterative training, then evaluated."""
+    """A copy of the smoke run, given one round of iterative training, evaluated, then a
+    second round (raising ``iterate.rounds`` goes on from the rounds made), evaluated."""
     run_dir, _ = smoke_run
     copy = tmp_path_factory.mktemp("iterated") / "run"
     subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
-    # the smoke run had no rounds: more is a change of settings, remade when forced
-    refused = cli("iterate", SMOKE, f"run_dir={copy}", *ROUNDS)
-    assert refused.returncode == 2 and "iterate.rounds (0 -> 2)" in refused.stderr
-    for stage in ("iterate", "evaluate"):
-        result = cli(stage, SMOKE, f"run_dir={copy}", *ROUNDS, "--force")
-        assert result.returncode == 0, result.stderr[-3000:]
+    one = cli("run", SMOKE, f"run_dir={copy}", *ROUNDS, "iterate.rounds=1")
+    assert one.returncode == 0, one.stderr[-3000:]
+    lines = one.stdout.splitlines()
+    assert any(line.startswith("iterate: ") and "iterate.rounds (0 -> 1)" in line
+               and line.endswith("going on from where it stopped") for line in lines)  # fmt: skip
+    assert any(line.startswith("evaluate: ") and "iterate.rounds (0 -> 1)" in line
+               and line.endswith("made again") for line in lines)  # fmt: skip
+    round_one = {p: p.read_bytes() for p in (copy / "rounds" / "1").rglob("*") if p.is_file()}
+    two = cli("run", SMOKE, f"run_dir={copy}", *ROUNDS)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "round 1 of 2" not in two.stdout and "round 2 of 2" in two.stdout
+    assert round_one == {p: p.read_bytes() for p in round_one}  # round 1 untouched
+    # fewer rounds is a change of settings, refused
+    fewer = cli("iterate", SMOKE, f"run_dir={copy}", *ROUNDS, "iterate.rounds=1")
+    assert fewer.returncode == 2 and "iterate.rounds (2 -> 1)" in fewer.stderr
     return copy
 
 

@@ -99,6 +99,28 @@ def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def _grown(recorded: dict, settings: dict) -> set[str]:
+    """The stages whose growable settings (``Stage.grows``) were raised from ``recorded``
+    to ``settings``; empty if anything else changed. A stage whose growable setting was 0
+    made nothing (``iterate.rounds: 0``), so its other settings may change too."""
+    grown = set()
+    for name in set(recorded) | set(settings):
+        old, new = recorded.get(name), settings.get(name)
+        if old == new:
+            continue
+        if not (isinstance(old, dict) and isinstance(new, dict) and set(old) == set(new)):
+            return set()
+        if any(old[key] == 0 < new[key] for key in get(name).grows):
+            grown.add(name)
+            continue
+        for key in (k for k in old if old[k] != new[k]):
+            raised = isinstance(old[key], int) and isinstance(new[key], int) and new[key] > old[key]
+            if key not in get(name).grows or not raised:
+                return set()
+            grown.add(name)
+    return grown
+
+
 def run_stage(config: Config, name: str, force: bool = False) -> str:
     """Run one stage unless it is done; return "skipped", "adopted", "ran" or "resumed"."""
     stage = get(name)
@@ -106,11 +128,17 @@ def run_stage(config: Config, name: str, force: bool = False) -> str:
     status, settings = read_status(run_dir), settings_of(config, name)
     entry = None if force else status.get(name)
     if entry is not None and (recorded := _as_today(entry["settings"], name)) != settings:
-        changed = ", ".join(_changed(recorded, settings))
-        raise ValueError(
-            f"stage {name}: its outputs in {out} were made with other settings ({changed}); "
-            f"rerun with --force to remake them"
-        )
+        changed, grown = ", ".join(_changed(recorded, settings)), _grown(recorded, settings)
+        if not grown:
+            raise ValueError(
+                f"stage {name}: its outputs in {out} were made with other settings "
+                f"({changed}); rerun with --force to remake them"
+            )
+        if grown - {name}:  # what it read has grown: its outputs are out of date
+            print(f"{name}: {changed}: made again", flush=True)
+            return _forced(config, stage, status.get(name))
+        print(f"{name}: {changed}: going on from where it stopped", flush=True)
+        entry = dict(entry, done=False)
     if entry is not None and entry["done"]:
         print(f"{name}: done already, skipped")
         return "skipped"

@@ -43,6 +43,9 @@ class Stage:
         adopt: ``adopt(settings, run_dir, status)``: recognise outputs of an earlier layout
             of the run directory, made with these settings, and put them in place (True),
             so that they are not made again.
+        grows: Its settings that may be raised once its outputs are made (more rounds,
+            more generations): it then goes on where it stopped, and the stages that read
+            it are made again.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Stage:
     ignored: frozenset[str] = frozenset({"workers", "device"})
     media: tuple[str, ...] = ()
     adopt: Callable[[object, Path, dict], bool] | None = None
+    grows: frozenset[str] = frozenset()
 
 
 STAGES: tuple[Stage, ...] = (
@@ -76,10 +80,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("controller", controller.ControllerConfig, controller.train_controller,
           "controller", ("mdnrnn",), controller.summary,
           "evolve C with CMA-ES in the dream (or the real game) -> controller/",
-          media=("controller/history.png",)),
+          media=("controller/history.png",), grows=frozenset({"generations"})),
     Stage("iterate", iterate.IterateConfig, iterate.iterate, "rounds", ("controller",),
           iterate.summary, "rounds of C's episodes, M and C trained again (off: rounds 0) "
-          "-> rounds/"),
+          "-> rounds/", grows=frozenset({"rounds"})),
     Stage("evaluate", evaluate.EvaluateConfig, evaluate.evaluate, "evaluate", ("iterate",),
           evaluate.summary, "C in the real game, the random policy, the dream -> evaluate/",
           media=("evaluate/episode.mp4",)),
