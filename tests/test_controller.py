@@ -16,10 +16,10 @@ from worldmodels.dream import Dream
 from worldmodels.envs import get_game
 from worldmodels.stages.controller import (
     ControllerConfig,
+    cma_means,
     dream_fitness,
     episode_seeds,
     evolve,
-    kept_means,
     load_controller,
     train_controller,
 )
@@ -138,11 +138,11 @@ def test_controller_and_evaluation_end_to_end(trained_run):
     assert (run_dir / "controller" / "history.png").stat().st_size > 0
     controller, params = load_controller(run_dir)
     assert params.shape == (controller.n_params,) == (4 + 2 * 16,)
-    # every scored CMA-ES mean is kept; best.pt is the best generation's
-    means = kept_means(run_dir)
-    assert [g for g, _, _ in means] == [1, 2]
-    np.testing.assert_array_equal(means[state["best"]["generation"] - 1][2], params)
-    assert not np.array_equal(means[0][2], means[1][2])
+    # the CMA-ES means, replayed: best.pt is the best generation's
+    means = cma_means(run_dir, 10)
+    assert [g for g, _ in means] == [1, 2]
+    np.testing.assert_array_equal(means[state["best"]["generation"] - 1][1], params)
+    assert not np.array_equal(means[0][1], means[1][1])
 
     config = EvaluateConfig(episodes=3, dream_episodes=8, workers=0, rank_episodes=2)
     results = evaluate(config, run_dir)
@@ -166,8 +166,8 @@ def test_controller_and_evaluation_end_to_end(trained_run):
     names = [c["name"] for c in rank["controllers"]]
     assert names == ["CMA-ES mean, generation 1", "CMA-ES mean, generation 2", "noop policy",
                      "random policy"]  # fmt: skip
-    stacked = np.stack([p for _, _, p in means])
-    for row, (_, _, p), d in zip(rank["controllers"], means, in_dream(stacked, 1), strict=False):
+    stacked = np.stack([p for _, p in means])
+    for row, (_, p), d in zip(rank["controllers"], means, in_dream(stacked, 1), strict=False):
         assert row["real"] == pytest.approx(np.mean([agent.play(p, s)["return"]
                                                      for s in rank_seeds]))  # fmt: skip
         assert row["dream"] == pytest.approx(float(d))

@@ -5,15 +5,15 @@ Each generation asks CMA-ES for ``popsize`` controllers and scores each by its m
 return over ``episodes`` episodes: in the dream, all popsize x episodes dreams run as
 one batch (``Dream.rollout``); in the real game, spread over worker processes. Every
 ``eval_every`` generations the CMA-ES mean is scored on ``eval_episodes`` dreams (and,
-if asked, real episodes) and kept as controller/means/<generation>.pt; the best so far
-is controller/best.pt. The kept means, controllers of rising quality, are what the
-evaluate stage's ``rank_episodes`` uses to check that the dream ranks controllers as the
-real game does.
+if asked, real episodes); the best so far is controller/best.pt.
 
 Resumption without pickle: pycma is deterministic for a fixed seed, so es_state.json
 keeps only every generation's fitnesses (and a checksum of its candidates). A rerun
 replays ask/tell through them, checks the checksums, and continues exactly where the
-killed run stopped. history.jsonl and history.png hold best/mean/worst/sigma/time.
+killed run stopped. The same replay gives back the CMA-ES mean of any generation
+(``cma_means``): controllers of rising quality, with which the evaluate stage checks that
+the dream ranks controllers as the real game does. history.jsonl and history.png hold
+best/mean/worst/sigma/time.
 """
 
 from __future__ import annotations
@@ -100,14 +100,10 @@ def evolve(
     """
     if config.popsize < 2:
         raise ValueError(f"popsize must be >= 2 for CMA-ES, got {config.popsize}")
-    options = {"popsize": config.popsize, "seed": config.seed + 1, "verbose": -9}
-    es = cma.CMAEvolutionStrategy(np.zeros(n_params), config.sigma0, options)
+    es = _new_es(n_params, config)
     state = _load_state(out / "es_state.json", config)
-    for g, fit in enumerate(state["fitness"]):  # replay the generations already done
-        candidates = np.array(es.ask())
-        if _checksum(candidates) != state["checksums"][g]:
-            raise RuntimeError(f"{out / 'es_state.json'}: replay diverged at generation {g}")
-        es.tell(candidates, [-f for f in fit])
+    for _ in _replay(es, state, out / "es_state.json"):  # the generations already done
+        pass
     for g in range(len(state["fitness"]), config.generations):
         start = time.perf_counter()
         candidates = np.array(es.ask())
@@ -131,6 +127,36 @@ def evolve(
         print(f"controller: generation {g + 1}/{config.generations}  best {fit.max():.1f}  "
               f"mean {fit.mean():.1f}  sigma {es.sigma:.4f}", flush=True)  # fmt: skip
     return state
+
+
+def _new_es(n_params: int, config: ControllerConfig) -> cma.CMAEvolutionStrategy:
+    options = {"popsize": config.popsize, "seed": config.seed + 1, "verbose": -9}
+    return cma.CMAEvolutionStrategy(np.zeros(n_params), config.sigma0, options)
+
+
+def _replay(es: cma.CMAEvolutionStrategy, state: dict, path: Path):
+    """Tell ``es`` the recorded generations of ``state`` (read from ``path``) again, one by
+    one, yielding each generation's number once told."""
+    for g, fit in enumerate(state["fitness"]):
+        candidates = np.array(es.ask())
+        if _checksum(candidates) != state["checksums"][g]:
+            raise RuntimeError(f"{path}: replay diverged at generation {g}")
+        es.tell(candidates, [-f for f in fit])
+        yield g + 1
+
+
+def cma_means(run_dir: str | os.PathLike, count: int) -> list[tuple[int, np.ndarray]]:
+    """(generation, CMA-ES mean) at ``count`` generations evenly spaced from the first to
+    the last the controller stage ran, replayed from controller/es_state.json."""
+    path = Path(run_dir) / "controller" / "es_state.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no CMA-ES state at {path}; run the controller stage first")
+    state = json.loads(path.read_text())
+    config = ControllerConfig(**{k: state["config"][k] for k in ("popsize", "sigma0", "seed")})
+    controller, _ = load_controller(run_dir)
+    es, done = _new_es(controller.n_params, config), len(state["fitness"])
+    wanted = set(np.linspace(1, done, min(count, done)).round().astype(int).tolist())
+    return [(g, es.mean.copy()) for g in _replay(es, state, path) if g in wanted]
 
 
 def _checksum(candidates: np.ndarray) -> str:
@@ -222,44 +248,27 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
         scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
         return scores
 
-    def evaluate_and_keep(mean: np.ndarray, generation: int) -> dict:
-        scores = evaluate(mean, generation)
-        save_controller(run_dir, controller, mean, game_name, {"generation": generation, **scores},
-                        MEANS / f"{generation}.pt")  # fmt: skip
-        return scores
-
     def save_best(params: np.ndarray, best: dict) -> None:
         save_controller(run_dir, controller, params, game_name, best)
 
-    state = evolve(controller.n_params, fitness, config, out, evaluate_and_keep, save_best)
+    state = evolve(controller.n_params, fitness, config, out, evaluate, save_best)
     plot_history(state["history"], out / "history.png")
     return state
 
 
-BEST, MEANS = Path("best.pt"), Path("means")  # in controller/
-
-
 def save_controller(
-    run_dir: str | os.PathLike,
-    controller: Controller,
-    params: np.ndarray,
-    game: str,
-    best: dict,
-    name: str | os.PathLike = BEST,
+    run_dir: str | os.PathLike, controller: Controller, params: np.ndarray, game: str, best: dict
 ) -> None:
-    """Write controller/<name> (default best.pt): the parameters, the controller's shape,
-    its game and how it was chosen (what ``load_controller`` reads)."""
-    with atomic_path(Path(run_dir) / "controller" / name) as tmp:
+    """Write controller/best.pt: the parameters, the controller's shape, its game and how
+    it was chosen (what ``load_controller`` reads)."""
+    with atomic_path(Path(run_dir) / "controller" / "best.pt") as tmp:
         torch.save({"params": torch.as_tensor(params), "controller": controller.spec,
                     "game": game, "best": best}, tmp)  # fmt: skip
 
 
-def load_controller(
-    run_dir: str | os.PathLike, expected: Controller | None = None, name: str | os.PathLike = BEST
-):
-    """(Controller, params) from controller/<name> (default best.pt), checked against the
-    run's game."""
-    path = Path(run_dir) / "controller" / name
+def load_controller(run_dir: str | os.PathLike, expected: Controller | None = None):
+    """(Controller, params) from controller/best.pt, checked against the run's game."""
+    path = Path(run_dir) / "controller" / "best.pt"
     if not path.exists():
         raise FileNotFoundError(f"no controller at {path}; run the controller stage first")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -273,14 +282,6 @@ def load_controller(
         raise ValueError(f"{path} is a controller for {controller.spec}, this run needs "
                          f"{expected.spec}")  # fmt: skip
     return controller, ckpt["params"].numpy()
-
-
-def kept_means(run_dir: str | os.PathLike) -> list[tuple[int, Controller, np.ndarray]]:
-    """(generation, Controller, params) of every CMA-ES mean the controller stage scored
-    (controller/means/), by generation."""
-    folder = Path(run_dir) / "controller" / MEANS
-    generations = sorted(int(p.stem) for p in folder.glob("*.pt") if p.stem.isdigit())
-    return [(g, *load_controller(run_dir, name=MEANS / f"{g}.pt")) for g in generations]
 
 
 def plot_history(history: list[dict], path: Path) -> None:

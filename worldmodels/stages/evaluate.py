@@ -12,11 +12,11 @@ evaluate/episode.mp4 shows one episode: the real frame, V's reconstruction, and 
 M predicted for that step.
 
 With ``rank_episodes``, it also checks that the dream ranks controllers as the real game
-does: every CMA-ES mean the controller stage kept (controller/means/, controllers of
-rising quality) and the calibration's blind policies (no-op, random) are scored in the
-dream and in ``rank_episodes`` real episodes each, and Spearman's rank correlation of
-the two lands in results.json under ``rank``. A dream that ranks them well (near 1) is
-one in which a higher dream score means a better controller.
+does: the CMA-ES means of ``rank_means`` generations, evenly spaced from the first to the
+last (controllers of rising quality), and the calibration's blind policies (no-op,
+random) are scored in the dream and in ``rank_episodes`` real episodes each, and
+Spearman's rank correlation of the two lands in results.json under ``rank``. In a dream
+that ranks them well (near 1), a higher dream score means a better controller.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from worldmodels.calibrate import POLICIES, dream_lengths, real_lengths_of
 from worldmodels.dream import Dream
 from worldmodels.files import atomic_path, write_json
 from worldmodels.stages.controller import (
+    cma_means,
     dream_fitness,
     episode_seeds,
-    kept_means,
     load_controller,
 )
 
@@ -46,7 +46,7 @@ from worldmodels.stages.controller import (
 class EvaluateConfig:
     limits: ClassVar[dict[str, str]] = {
         "episodes": ">= 1", "dream_episodes": ">= 1", "temperature": "> 0",
-        "done": "logit sample", "workers": ">= 0", "rank_episodes": ">= 0",
+        "done": "logit sample", "workers": ">= 0", "rank_episodes": ">= 0", "rank_means": ">= 1",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
     episodes: int = 100
@@ -60,8 +60,10 @@ class EvaluateConfig:
     workers: int | None = None
     """Worker processes for the real episodes; None: one per core."""
     rank_episodes: int = 0
-    """Real episodes scoring each kept CMA-ES mean and blind policy, for the rank
-    correlation of dream and real returns (0: not measured)."""
+    """Real episodes scoring each ranked controller (CMA-ES means and blind policies),
+    for the rank correlation of dream and real returns (0: not measured)."""
+    rank_means: int = 10
+    """CMA-ES means ranked, from generations evenly spaced from the first to the last."""
     video: bool = True
     """Write evaluate/episode.mp4 (real frame, V's reconstruction, M's prediction)."""
     seed: int = 12345
@@ -81,10 +83,10 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
         raise ValueError(f"controller/best.pt takes inputs of size {controller.obs_size}, this "
                          f"run's world model gives {dream.obs_size}")  # fmt: skip
     seeds = episode_seeds(config.seed, 0, config.episodes)
-    means = kept_means(run_dir) if config.rank_episodes else []
+    means = cma_means(run_dir, config.rank_means) if config.rank_episodes else []
     rank_seeds = episode_seeds(config.seed, 1, config.rank_episodes)
     jobs = [(params, s) for s in seeds] + [(None, s) for s in seeds]  # one batch: C, random,
-    jobs += [(p, s) for _, _, p in means for s in rank_seeds]  # and the kept means
+    jobs += [(p, s) for _, p in means for s in rank_seeds]  # and the CMA-ES means
     played, _ = play_episodes(run_dir, jobs, config.workers)
     real, random = played[: len(seeds)], played[len(seeds) : 2 * len(seeds)]
     in_dream = dream_fitness(dream, controller, config.dream_episodes, config.seed)
@@ -118,12 +120,12 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
 def rank_in_both_worlds(
     run_dir: Path, dream: Dream, means: list, means_real: np.ndarray, in_dream, config
 ) -> dict:
-    """Dream and real returns of the kept CMA-ES means (their real means given) and of
-    the blind policies, and Spearman's rho between the two worlds."""
+    """Dream and real returns of the CMA-ES means (their real returns given) and of the
+    blind policies, and Spearman's rho between the two worlds."""
     game = run_game(run_dir)
-    means_dream = in_dream(np.stack([p for _, _, p in means]), 1) if means else []
+    means_dream = in_dream(np.stack([p for _, p in means]), 1)
     rows = [{"name": f"CMA-ES mean, generation {g}", "dream": float(d), "real": float(r)}
-            for (g, _, _), d, r in zip(means, means_dream, means_real, strict=True)]  # fmt: skip
+            for (g, _), d, r in zip(means, means_dream, means_real, strict=True)]  # fmt: skip
     blind = real_lengths_of(list(POLICIES.values()), game, config.rank_episodes, config.seed,
                             config.workers, **run_env(run_dir))  # fmt: skip
     for (name, policy), (_, real_returns) in zip(POLICIES.items(), blind, strict=True):
