@@ -237,8 +237,8 @@ def report(run_dir: str | Path) -> str:
         source = json.loads(unpacked.read_text())["from"]
         lines += [f"A pretrained agent ({source}): its V, M and C were trained elsewhere; "
                   "here it is only evaluated.", ""]  # fmt: skip
-    if status.get("evaluate", {}).get("done"):
-        lines += [f"**Verdict: {headline(run_dir)}.**", ""]
+    if status.get("evaluate", {}).get("done") and (verdict := headline(run_dir)):
+        lines += [f"**Verdict: {verdict}.**", ""]
     lines += _status_table(status)
     for stage in STAGES:
         summary = stage.summary(run_dir) if status.get(stage.name, {}).get("done") else []

@@ -190,8 +190,10 @@ def verdict(real: float, random: float, dream: float) -> str:
 
 
 def headline(run_dir: Path) -> str:
-    """The verdict of a run directory's evaluation."""
+    """The verdict of a run directory's evaluation ("" if it has none)."""
     r = read_results(run_dir, "evaluate")
+    if not r:
+        return ""
     return verdict(r["real"]["mean"], r["random_policy"]["mean"], r["dream"]["mean"])
 
 
