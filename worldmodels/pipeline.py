@@ -35,10 +35,8 @@ REPLACED = ".replaced"  # suffix of a forced stage's old outputs while it runs
 def claim_run_dir(config: Config) -> None:
     """Refuse a run directory of another game or experiment; write the resolved
     config.yaml."""
-    game = config.collect.game
-    if (config.path / "rollouts" / "meta.json").exists() and (
-        held := run_game(config.path)
-    ) != game:
+    game, collected = config.collect.game, (config.path / "rollouts" / "meta.json").exists()
+    if collected and (held := run_game(config.path)) != game:
         raise ValueError(f"{config.path} holds episodes of {held!r}, this experiment plays "
                          f"{game!r} (collect.game); use another run_dir")  # fmt: skip
     path = config.path / "config.yaml"
