@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from worldmodels.agent import Agent
+from worldmodels.artifacts import agent_dir
 from worldmodels.dream_env import DreamEnv
 from worldmodels.stages.controller import load_controller
 
@@ -57,12 +58,13 @@ def main() -> None:
     args = parser.parse_args()
 
     results = json.loads((args.run_dir / "evaluate" / "results.json").read_text())
-    _, params = load_controller(args.run_dir)
+    agent_run = agent_dir(args.run_dir)  # the last round's agent, if iterative training ran
+    _, params = load_controller(agent_run)
     scores = np.array(results["real"]["scores"])
     seed = results["seeds"][int(np.argmin(np.abs(scores - np.median(scores))))]
     temperature = results["dream"]["temperature"]
-    real = Agent.from_run_dir(args.run_dir).play(params, seed, record=True)["frames"][: args.steps]
-    dream = dream_frames(args.run_dir, params, temperature, args.steps, args.dream_seed)
+    real = Agent.from_run_dir(agent_run).play(params, seed, record=True)["frames"][: args.steps]
+    dream = dream_frames(agent_run, params, temperature, args.steps, args.dream_seed)
     length = max(len(real), len(dream))
     frames = []
     for t in range(0, length, args.every):

@@ -83,7 +83,11 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
         raise ValueError(f"controller/best.pt takes inputs of size {controller.obs_size}, this "
                          f"run's world model gives {dream.obs_size}")  # fmt: skip
     seeds = episode_seeds(config.seed, 0, config.episodes)
-    means = cma_means(run_dir, config.rank_means) if config.rank_episodes else []
+    rank = config.rank_episodes and (run_dir / "controller" / "es_state.json").exists()
+    if config.rank_episodes and not rank:
+        print(f"evaluate: no CMA-ES history in {run_dir / 'controller'} (a pretrained agent "
+              "ships without it), so no rank check")  # fmt: skip
+    means = cma_means(run_dir, config.rank_means) if rank else []
     rank_seeds = episode_seeds(config.seed, 1, config.rank_episodes)
     jobs = [(params, s) for s in seeds] + [(None, s) for s in seeds]  # one batch: C, random,
     jobs += [(p, s) for _, p in means for s in rank_seeds]  # and the CMA-ES means
@@ -97,7 +101,7 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
                   "temperature": config.temperature, "done": config.done},
         "seeds": seeds,
     }  # fmt: skip
-    if config.rank_episodes:
+    if rank:
         means_real = played[2 * len(seeds) :].reshape(len(means), config.rank_episodes)
         results["rank"] = rank_in_both_worlds(
             run_dir, dream, means, means_real.mean(1), in_dream, config
