@@ -23,6 +23,7 @@ import torch
 from worldmodels.artifacts import load_latents, load_mdnrnn
 from worldmodels.rollouts import split_held_out
 from worldmodels.stages.evaluate import spearman
+from worldmodels.train import load_checkpoint
 
 
 @torch.no_grad()
@@ -65,7 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     mdnrnn = load_mdnrnn(args.run_dir).float()
     episodes, _ = load_latents(args.run_dir, ("mu", "action", "reward"))
-    _, val = split_held_out(episodes, 20)  # the mdnrnn stage's default hold-out
+    val_every = load_checkpoint(args.run_dir / "mdnrnn" / "ckpt.pt", "MDNRNN")["config"][
+        "val_every"
+    ]
+    _, val = split_held_out(episodes, val_every)  # the episodes M was not trained on
     compare(mdnrnn, val, f"{args.run_dir} held-out episodes")
     for folder in args.folders:
         compare(mdnrnn, load_folder(folder), str(folder))
