@@ -13,6 +13,7 @@ from gymnasium.utils.env_checker import check_env
 from worlds import Z, synthetic_latents, tiny_config
 
 import worldmodels  # noqa: F401  (registers worldmodels/Dream-v0)
+from mdn import sample_gaussian_mixture
 from worldmodels.artifacts import load_latents
 from worldmodels.dream import Dream
 from worldmodels.mdnrnn import MDNRNN
@@ -102,6 +103,53 @@ def test_done_loss_trains_the_lstm_only_when_joint(tmp_path, detached):
     lstm_grad = sum(p.grad.abs().sum() for p in model.lstm.parameters() if p.grad is not None)
     assert (lstm_grad == 0) == detached
     assert all(p.grad is None for p in model.mdn.parameters())
+
+
+def test_dropout_reaches_the_heads_in_training_never_the_state():
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=6, action_dim=1, hidden_size=64, predict_reward=True, dropout=0.5)
+    plain = MDNRNN(z_size=6, action_dim=1, hidden_size=64, predict_reward=True)
+    plain.load_state_dict(model.state_dict())
+    z, a, restart = torch.randn(2, 7, 6), torch.randn(2, 7, 1), torch.zeros(2, 7)
+    model.eval()
+    for x, y in zip(model(z, a, restart), plain(z, a, restart), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)  # eval: no dropout at all
+    model.train()
+    dropped, plain_out = model(z, a, restart), plain(z, a, restart)
+    assert not torch.allclose(dropped[0].mu, plain_out[0].mu)
+    assert not torch.allclose(dropped[1], plain_out[1]) and not torch.allclose(
+        dropped[2], plain_out[2]
+    )
+    torch.testing.assert_close(dropped[3], plain_out[3], rtol=0, atol=0)  # the LSTM state
+    # drop: M's rate whatever the mode, survivors scaled by 1 / (1 - p), seeded
+    h = torch.rand(100, 1000) + 1
+    out = model.drop(h, torch.Generator().manual_seed(3))
+    assert torch.equal(out, model.drop(h, torch.Generator().manual_seed(3)))
+    assert 0.47 < (out == 0).float().mean() < 0.53
+    torch.testing.assert_close(out[out != 0], (h * 2)[out != 0])
+    assert plain.drop(h) is h
+    with pytest.raises(ValueError, match="dropout must be in"):
+        MDNRNN(dropout=1.0)
+
+
+def test_a_dream_of_a_dropout_m_predicts_through_dropped_states(trained_run):
+    run_dir, _ = trained_run
+    dream = Dream.from_run_dir(run_dir, temperature=1.0)
+    dream.mdnrnn.dropout = 0.3
+    action = torch.rand(50, 1) * 2 - 1
+    gen = torch.Generator().manual_seed(0)
+    state, *_ = dream.step(dream.reset(50, gen), action, gen)
+    # the same by hand: the LSTM step, a mask from the dream's generator, the heads
+    m, gen = dream.mdnrnn, torch.Generator().manual_seed(0)
+    start = dream.reset(50, gen)
+    with torch.no_grad():
+        _, (h, c) = m.states(start.z.unsqueeze(1), action.unsqueeze(1), torch.ones(50, 1), None)
+        params, _, _ = m.heads(m.drop(h[0], gen))
+        z = sample_gaussian_mixture(params, 1.0, gen)
+    torch.testing.assert_close(state.h, h[0], rtol=0, atol=0)  # the state is never dropped
+    torch.testing.assert_close(state.z, z, rtol=0, atol=0)
+    with torch.no_grad():
+        assert not torch.allclose(params.mu, m.heads(h[0])[0].mu)  # the mask did drop
 
 
 def test_training_learns_the_dynamics(trained_run):

@@ -129,6 +129,8 @@ def check_limits(config: Config) -> None:
     if config.mdnrnn.min_lr > config.mdnrnn.lr:
         raise ValueError(f"setting 'mdnrnn.min_lr' ({config.mdnrnn.min_lr}) must not exceed "
                          f"'mdnrnn.lr' ({config.mdnrnn.lr})")  # fmt: skip
+    if config.mdnrnn.dropout >= 1:
+        raise ValueError(f"setting 'mdnrnn.dropout' must be below 1, got {config.mdnrnn.dropout!r}")
     if config.vae.buffer_frames < config.vae.batch_size:
         raise ValueError(f"setting 'vae.buffer_frames' ({config.vae.buffer_frames}) must be at "
                          f"least 'vae.batch_size' ({config.vae.batch_size})")  # fmt: skip

@@ -4,7 +4,8 @@ the dream"), stepping any number of dreams as one batched tensor computation.
 ``Dream`` is the core: reset draws z_0 from the first frames of stored episodes (z
 sampled from their mu / log-variance, LSTM state zero); a step feeds [z_t, a_t] to the
 LSTM and draws z_{t+1} from the mixture at temperature tau (logits / tau, noise *
-sqrt(tau)); the episode ends when the done logit is > 0 (or, with ``done="sample"``,
+sqrt(tau)), M's heads seeing the new hidden state through dropout if M was trained
+with it (``MDNRNN.drop``); the episode ends when the done logit is > 0 (or, with ``done="sample"``,
 with the predicted probability) or at the game's step cap; the reward is +1 per step
 for survival games (Doom) and the predicted reward otherwise. The controller sees
 [z_t, h_t] or, for Doom as the paper, [z_t, c_t, h_t], the LSTM state before step t.
@@ -140,7 +141,7 @@ class Dream:
         hc = (state.h.unsqueeze(0).to(self.dtype), state.c.unsqueeze(0).to(self.dtype))
         restart = (state.t == 0).unsqueeze(1)
         _, (h, c) = m.states(state.z.unsqueeze(1), action.to(state.z).unsqueeze(1), restart, hc)
-        params, done_logit, reward = m.heads(h.squeeze(0))  # mixture params in float32
+        params, done_logit, reward = m.heads(m.drop(h.squeeze(0), generator))  # float32 mix
         h, c = h.squeeze(0).float(), c.squeeze(0).float()  # (n, H)
         done_logit = done_logit.float()
         z = sample_gaussian_mixture(params, self.temperature, generator)

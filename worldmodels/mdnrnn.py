@@ -5,7 +5,11 @@ an episode) and its hidden state predicts, through ``mdn.MixtureDensityHead`` (o
 5-Gaussian mixture per latent dimension), the distribution of z_{t+1}; a done head
 (Bernoulli logit, positives weighted x10 as the original) predicts that the episode
 ends after this step; an optional reward head (regression) predicts the reward, which
-the original lacked and which CarRacing needs to be trained in the dream.
+the original lacked and which CarRacing needs to be trained in the dream. With
+``dropout`` > 0 the heads see the hidden state through dropout, in training and in every
+dream (a fresh mask per step: each dream step is predicted by another sub-network, which
+makes a dream harder to exploit, as in Dropout's Dream Land, Wellmer & Kwok, 2021); the
+LSTM's state, which the controller reads, is never dropped.
 
 Doom-size model (LSTM 512, z 64, 1 action, restart flag, done head): 1,678,785
 parameters as the paper, plus 2,048 for the second LSTM bias vector PyTorch keeps
@@ -36,6 +40,8 @@ class MDNRNN(nn.Module):
         done_detached: Train the done head on the LSTM's states without letting the done
             loss train the LSTM (the original, and the default, train both jointly;
             docs/results.md compares the two).
+        dropout: Chance that each hidden unit is zeroed on its way to the heads (0: none,
+            the paper).
     """
 
     def __init__(
@@ -49,13 +55,14 @@ class MDNRNN(nn.Module):
         predict_reward: bool = False,
         done_pos_weight: float = 10.0,
         done_detached: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.model_args = dict(
             z_size=z_size, action_dim=action_dim, hidden_size=hidden_size,
             n_components=n_components, restart_flag=restart_flag, predict_done=predict_done,
             predict_reward=predict_reward, done_pos_weight=done_pos_weight,
-            done_detached=done_detached,
+            done_detached=done_detached, dropout=dropout,
         )  # fmt: skip
         self.z_size, self.action_dim, self.hidden_size = z_size, action_dim, hidden_size
         self.restart_flag = restart_flag
@@ -65,6 +72,9 @@ class MDNRNN(nn.Module):
         self.done = nn.Linear(hidden_size, 1) if predict_done else None
         self.reward = nn.Linear(hidden_size, 1) if predict_reward else None
         self.done_pos_weight, self.done_detached = done_pos_weight, done_detached
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.dropout = dropout
 
     def inputs(self, z, action, restart=None) -> torch.Tensor:
         """[z, a(, restart)] along the last dim."""
@@ -96,11 +106,21 @@ class MDNRNN(nn.Module):
         return self.lstm(x, state)
 
     def heads(self, h: torch.Tensor):
-        """Mixture params, done logit and reward predicted from hidden states ``[..., H]``."""
+        """Mixture params, done logit and reward predicted from hidden states ``[..., H]``
+        (through dropout in training mode; a dream drops with its own masks, ``drop``)."""
+        h = F.dropout(h, self.dropout, self.training) if self.dropout else h
         h_done = h.detach() if self.done_detached else h
         done = self.done(h_done).squeeze(-1) if self.done is not None else None
         reward = self.reward(h).squeeze(-1) if self.reward is not None else None
         return self.mdn(h), done, reward
+
+    def drop(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``h`` through dropout at M's rate whatever the mode, drawn from ``generator``
+        (the dream's, so that a seeded dream stays reproducible)."""
+        if not self.dropout:
+            return h
+        keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
+        return h * keep.to(h.dtype) / (1.0 - self.dropout)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of a batch of sequences (see ``stages.mdnrnn.SequenceBatches``).

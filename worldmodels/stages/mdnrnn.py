@@ -50,7 +50,7 @@ class MDNRNNConfig:
         "done_refit_steps": ">= 0", "seq_len": ">= 2", "batch_size": ">= 1", "lr": "> 0",
         "min_lr": ">= 0", "lr_decay": "> 0", "grad_clip": "> 0", "epochs": ">= 1",
         "max_steps": ">= 1", "val_every": ">= 2", "checkpoint_every": ">= 1",
-        "precision": "auto float32 bfloat16",
+        "precision": "auto float32 bfloat16", "dropout": ">= 0",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
@@ -90,6 +90,9 @@ class MDNRNNConfig:
     """float32, bfloat16, or auto (measure both, keep the faster)."""
     device: str = "auto"
     """auto (CUDA if present, else CPU), or a torch device."""
+    dropout: float = 0.0
+    """Dropout on the LSTM's output before the heads, in training and in every dream
+    of this M (a fresh mask per step; 0: none, the paper; see MDNRNN)."""
     seed: int = 0
     """Seed of the weights, the windows and the z sampling."""
 
@@ -160,6 +163,7 @@ def build_mdnrnn(config: MDNRNNConfig, game_name: str, z_size: int) -> MDNRNN:
         n_components=config.n_components, restart_flag=game.restart_flag,
         predict_done=True, predict_reward=not game.survival,
         done_pos_weight=config.done_pos_weight, done_detached=config.done_detached,
+        dropout=config.dropout,
     )  # fmt: skip
 
 
@@ -279,7 +283,7 @@ def refit_done_head(
     generator = torch.Generator(device).manual_seed(seed)
     for step in range(1, steps + 1):
         pick = torch.randint(len(h), (min(batch_size, len(h)),), generator=generator, device=device)
-        loss = model.done_loss(head(h[pick]).squeeze(-1), done[pick])
+        loss = model.done_loss(head(model.drop(h[pick], generator)).squeeze(-1), done[pick])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
