@@ -160,7 +160,8 @@ def test_forced_stage_whose_input_is_broken_loses_nothing(smoke_run, tmp_path, c
     ("mdnrnn.precision=fp8", "setting 'mdnrnn.precision' must be one of ['auto', 'float32', "
                              "'bfloat16'], got 'fp8'"),
     ("vae.lr=0", "setting 'vae.lr' must be > 0, got 0.0"),
-    ("mdnrnn.dropout=1", "setting 'mdnrnn.dropout' must be below 1, got 1.0"),
+    ("mdnrnn.dropout=1", "setting 'mdnrnn.dropout' must be >= 0 and < 1, got 1.0"),
+    ("mdnrnn.dropout=-0.1", "setting 'mdnrnn.dropout' must be >= 0 and < 1, got -0.1"),
     ("runtime.backend=mpi", "setting 'runtime.backend' must be one of ['local', 'ray'], "
                             "got 'mpi'"),
 ])  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import operator
 import textwrap
 import types
 import typing
@@ -124,23 +125,26 @@ def check_limits(config: Config) -> None:
         for name, rule in settings.limits.items():
             value, key = getattr(getattr(config, section), name), f"{section}.{name}"
             if value is not None and not _allowed(value, rule):
-                shown = f"one of {rule.split()}" if rule[0].isalpha() else rule
+                words = rule[0].isalpha()
+                shown = f"one of {rule.split()}" if words else rule.replace(", ", " and ")
                 raise ValueError(f"setting {key!r} must be {shown}, got {value!r}")
     if config.mdnrnn.min_lr > config.mdnrnn.lr:
         raise ValueError(f"setting 'mdnrnn.min_lr' ({config.mdnrnn.min_lr}) must not exceed "
                          f"'mdnrnn.lr' ({config.mdnrnn.lr})")  # fmt: skip
-    if config.mdnrnn.dropout >= 1:
-        raise ValueError(f"setting 'mdnrnn.dropout' must be below 1, got {config.mdnrnn.dropout!r}")
     if config.vae.buffer_frames < config.vae.batch_size:
         raise ValueError(f"setting 'vae.buffer_frames' ({config.vae.buffer_frames}) must be at "
                          f"least 'vae.batch_size' ({config.vae.batch_size})")  # fmt: skip
 
 
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<": operator.lt}
+
+
 def _allowed(value, rule: str) -> bool:
+    """``rule``: allowed words ("dream real") or bounds ("> 0", ">= 0, < 1")."""
     if rule[0].isalpha():
         return value in rule.split()
-    op, bound = rule.split()
-    return value >= float(bound) if op == ">=" else value > float(bound)
+    bounds = (bound.split() for bound in rule.split(", "))
+    return all(_COMPARE[op](value, float(bound)) for op, bound in bounds)
 
 
 def to_dict(config: Config) -> dict:

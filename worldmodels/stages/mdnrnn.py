@@ -50,7 +50,7 @@ class MDNRNNConfig:
         "done_refit_steps": ">= 0", "seq_len": ">= 2", "batch_size": ">= 1", "lr": "> 0",
         "min_lr": ">= 0", "lr_decay": "> 0", "grad_clip": "> 0", "epochs": ">= 1",
         "max_steps": ">= 1", "val_every": ">= 2", "checkpoint_every": ">= 1",
-        "precision": "auto float32 bfloat16", "dropout": ">= 0",
+        "precision": "auto float32 bfloat16", "dropout": ">= 0, < 1",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
