@@ -59,11 +59,12 @@ def main() -> None:
 
     results = json.loads((args.run_dir / "evaluate" / "results.json").read_text())
     agent_run = agent_dir(args.run_dir)  # the last round's agent, if iterative training ran
-    _, params = load_controller(agent_run)
+    controller, params = load_controller(agent_run)
     scores = np.array(results["real"]["scores"])
     seed = results["seeds"][int(np.argmin(np.abs(scores - np.median(scores))))]
     temperature = results["dream"]["temperature"]
-    real = Agent.from_run_dir(agent_run).play(params, seed, record=True)["frames"][: args.steps]
+    agent = Agent.from_run_dir(agent_run, controller.spec)
+    real = agent.play(params, seed, record=True)["frames"][: args.steps]
     dream = dream_frames(agent_run, params, temperature, args.steps, args.dream_seed)
     length = max(len(real), len(dream))
     frames = []

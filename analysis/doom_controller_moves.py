@@ -19,7 +19,8 @@ from worldmodels.stages.controller import load_controller
 
 
 def main(run_dir: str, episodes: int = 10) -> None:
-    agent, (_, params) = Agent.from_run_dir(run_dir), load_controller(run_dir)
+    controller, params = load_controller(run_dir)
+    agent = Agent.from_run_dir(run_dir, controller.spec)
     moves, step = [], agent.env.step  # moves: one list per episode
 
     def recording_step(action):

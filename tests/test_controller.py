@@ -14,6 +14,7 @@ from worldmodels.calibrate import calibrate
 from worldmodels.controller import Controller, squash
 from worldmodels.dream import Dream
 from worldmodels.envs import get_game
+from worldmodels.mdnrnn import MDNRNN
 from worldmodels.stages.controller import (
     ControllerConfig,
     cma_means,
@@ -25,6 +26,7 @@ from worldmodels.stages.controller import (
 )
 from worldmodels.stages.evaluate import EvaluateConfig, evaluate, spearman
 from worldmodels.stages.evaluate import summary as evaluate_summary
+from worldmodels.vae import ConvVAE
 
 
 def paper_controller(game: str, z: int, h: int) -> Controller:
@@ -47,6 +49,30 @@ def test_squash_ranges():
     assert (car[:, 2] == 0).any() and (car[:, 2] > 0).any()
     doom = squash(y[:, :1], "tanh")
     assert doom.abs().max() <= 1
+
+
+def test_max_pedal_bounds_carracing_gas_and_brake_in_the_game_too():
+    y = torch.randn(1000, 3) * 10
+    full, half = squash(y, "carracing"), squash(y, "carracing", max_pedal=0.5)
+    torch.testing.assert_close(half[:, 0], full[:, 0], rtol=0, atol=0)  # steering as before
+    torch.testing.assert_close(half[:, 1:], full[:, 1:] * 0.5, rtol=0, atol=0)
+    c = Controller(obs_size=7, action_dim=3, bias=True, squash_kind="carracing", max_pedal=0.5)
+    assert Controller(**c.spec).max_pedal == 0.5
+    for bad, message in ((0.0, "max_pedal must be in"), (1.5, "max_pedal must be in")):
+        with pytest.raises(ValueError, match=message):
+            Controller(7, 3, True, "carracing", max_pedal=bad)
+    with pytest.raises(ValueError, match="squash 'tanh' has none, got max_pedal=0.5"):
+        Controller(7, 1, False, "tanh", max_pedal=0.5)
+    # a real CarRacing episode: full gas and brake asked, at most max_pedal given
+    vae, mdnrnn = ConvVAE(z_size=8), MDNRNN(z_size=8, action_dim=3, hidden_size=16)
+    for spec, most in ((None, 1.0), (Controller(24, 3, True, "carracing", 0.5).spec, 0.5)):
+        agent = Agent("carracing", {"max_steps": 5}, vae, mdnrnn, spec)
+        given, step = [], agent.env.step
+        agent.env.step = lambda action: (given.append(action), step(action))[1]
+        params = np.zeros(agent.controller.n_params, np.float32)
+        params[-2:] = 10.0  # bias: gas and brake as high as the squash goes
+        assert agent.play(params, seed=0)["length"] == 5
+        np.testing.assert_allclose(np.array(given)[:, 1:], most, rtol=1e-6)
 
 
 def test_batched_controllers_equal_single_ones():

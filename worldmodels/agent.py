@@ -22,21 +22,24 @@ from worldmodels.vae import ConvVAE, to_input
 
 class Agent:
     """A world model (V and M) able to play controllers in the real game, with the game
-    settings its episodes were collected with."""
+    settings its episodes were collected with. ``controller``: the shape of the
+    controllers it plays (``Controller.spec``; None: the game's default)."""
 
-    def __init__(self, game_name: str, env: dict, vae: ConvVAE, mdnrnn: MDNRNN) -> None:
+    def __init__(
+        self, game_name: str, env: dict, vae: ConvVAE, mdnrnn: MDNRNN, controller: dict | None = None
+    ) -> None:
         torch.set_num_threads(1)  # one agent per worker process
         self.game_name, self.game = game_name, get_game(game_name)
         self.vae, self.mdnrnn = vae.eval(), mdnrnn.eval()
         self.env = make_env(game_name, **env)
         obs_size = observation_size(self.vae.z_size, self.mdnrnn.hidden_size, self.game.survival)
-        self.controller = Controller(obs_size, self.game.action_dim, self.game.controller_bias,
-                                     self.game.squash)  # fmt: skip
+        default = (obs_size, self.game.action_dim, self.game.controller_bias, self.game.squash)
+        self.controller = Controller(**controller) if controller else Controller(*default)
 
     @classmethod
-    def from_run_dir(cls, run_dir) -> Agent:
+    def from_run_dir(cls, run_dir, controller: dict | None = None) -> Agent:
         """The agent of a run directory: its trained V and M, its game and game settings."""
-        return cls(*agent_args(run_dir))
+        return cls(*agent_args(run_dir), controller)
 
     def close(self) -> None:
         self.env.close()
@@ -135,11 +138,12 @@ def agent_args(run_dir) -> tuple:
     return run_game(run_dir), run_env(run_dir), load_vae(run_dir), load_mdnrnn(run_dir)
 
 
-def agent_work(run_dir) -> Work:
+def agent_work(run_dir, controller: dict | None = None) -> Work:
     """Real-game episodes of a run directory's agent, for the rollout executor: a job is
-    (controller parameters or None for the random data policy, env seed). The world
-    model travels with the work, so workers need no access to the run directory."""
-    args = agent_args(run_dir)
+    (controller parameters or None for the random data policy, env seed); ``controller``
+    is their shape (``Controller.spec``; None: the game's default). The world model
+    travels with the work, so workers need no access to the run directory."""
+    args = (*agent_args(run_dir), controller)
     return Work(args[0], Agent, args, _play, _name)
 
 
@@ -155,10 +159,15 @@ def _name(job: tuple) -> str:
 
 
 def play_episodes(
-    run_dir, jobs: list[tuple[np.ndarray | None, int]], workers: int | None = None
+    run_dir,
+    jobs: list[tuple[np.ndarray | None, int]],
+    workers: int | None = None,
+    controller: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Play (params, seed) jobs in the real game with the rollout executor
-    (``worldmodels.executor``); return (returns, lengths) in job order."""
-    results = executor(workers).map(agent_work(run_dir), jobs)
+    (``worldmodels.executor``), params being controllers of the shape ``controller``
+    (``Controller.spec``; None: the game's default); return (returns, lengths) in job
+    order."""
+    results = executor(workers).map(agent_work(run_dir, controller), jobs)
     returns, lengths = zip(*results, strict=True) if results else ((), ())
     return np.array(returns, dtype=np.float64), np.array(lengths, dtype=np.int64)

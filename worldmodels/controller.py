@@ -2,7 +2,11 @@
 
 a_t = squash(W [z_t, h_t] + b) for CarRacing (867 parameters: 3 x (32 + 256) + 3), and
 a_t = tanh(W [z_t, c_t, h_t]) for Doom (1,088 parameters: 64 + 512 + 512, no bias), as
-the paper. CarRacing's squash: steer tanh, gas (tanh + 1) / 2, brake clip(tanh, 0, 1).
+the paper. CarRacing's squash: steer tanh, gas (tanh + 1) / 2, brake clip(tanh, 0, 1),
+gas and brake scaled by ``max_pedal`` (1: the game's whole range). A dream knows nothing
+true about pedal levels its data never showed, and a controller evolved in it can learn
+to exploit them; ``max_pedal`` keeps C inside the data policy's range (0.5 for
+CarRacing's), in the dream and in the game alike.
 
 CMA-ES sees a controller as one flat vector ``[W.flatten(), b]``; ``act_batched`` plays
 P such vectors at once, one per dream.
@@ -15,13 +19,17 @@ import torch
 SQUASHES = ("tanh", "carracing")
 
 
-def squash(y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Map the linear output ``[..., A]`` to the game's action range."""
+def squash(y: torch.Tensor, kind: str, max_pedal: float = 1.0) -> torch.Tensor:
+    """Map the linear output ``[..., A]`` to the game's action range (CarRacing's gas and
+    brake to [0, max_pedal])."""
     if kind == "tanh":
         return torch.tanh(y)
     if kind == "carracing":
         t = torch.tanh(y)
-        return torch.stack([t[..., 0], (t[..., 1] + 1) / 2, t[..., 2].clamp(0, 1)], -1)
+        gas, brake = (t[..., 1] + 1) / 2, t[..., 2].clamp(0, 1)
+        if max_pedal != 1.0:
+            gas, brake = gas * max_pedal, brake * max_pedal
+        return torch.stack([t[..., 0], gas, brake], -1)
     raise ValueError(f"squash must be one of {SQUASHES}, got {kind!r}")
 
 
@@ -42,21 +50,30 @@ class Controller:
         action_dim: Size of the action.
         bias: Whether there is a bias b.
         squash_kind: ``"tanh"`` or ``"carracing"``.
+        max_pedal: The most gas and brake (``"carracing"`` only), in (0, 1].
     """
 
-    def __init__(self, obs_size: int, action_dim: int, bias: bool, squash_kind: str) -> None:
+    def __init__(
+        self, obs_size: int, action_dim: int, bias: bool, squash_kind: str, max_pedal: float = 1.0
+    ) -> None:
         if squash_kind not in SQUASHES:
             raise ValueError(f"squash must be one of {SQUASHES}, got {squash_kind!r}")
+        if not 0.0 < max_pedal <= 1.0:
+            raise ValueError(f"max_pedal must be in (0, 1], got {max_pedal!r}")
+        if max_pedal != 1.0 and squash_kind != "carracing":
+            raise ValueError(f"max_pedal is for CarRacing's pedals; squash {squash_kind!r} "
+                             f"has none, got max_pedal={max_pedal!r}")  # fmt: skip
         self.obs_size, self.action_dim, self.bias, self.squash_kind = (
             obs_size, action_dim, bias, squash_kind,
         )  # fmt: skip
+        self.max_pedal = max_pedal
         self.n_params = action_dim * obs_size + (action_dim if bias else 0)
 
     @property
     def spec(self) -> dict:
         """Everything needed to rebuild this controller (stored beside its parameters)."""
         return {"obs_size": self.obs_size, "action_dim": self.action_dim, "bias": self.bias,
-                "squash_kind": self.squash_kind}  # fmt: skip
+                "squash_kind": self.squash_kind, "max_pedal": self.max_pedal}  # fmt: skip
 
     def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Flat ``[..., n_params]`` -> (W ``[..., A, obs]``, b ``[..., A]`` or None)."""
@@ -73,11 +90,11 @@ class Controller:
         """One controller ``[n_params]`` on observations ``[n, obs]`` -> actions ``[n, A]``."""
         w, b = self.split(params)
         y = obs @ w.T
-        return squash(y if b is None else y + b, self.squash_kind)
+        return squash(y if b is None else y + b, self.squash_kind, self.max_pedal)
 
     def act_batched(self, params: torch.Tensor, which: torch.Tensor, obs: torch.Tensor):
         """Controller ``params[which[i]]`` on ``obs[i]``: params ``[P, n_params]``,
         which ``[n]``, obs ``[n, obs]`` -> actions ``[n, A]``."""
         w, b = self.split(params)  # (P, A, obs), (P, A)
         y = torch.einsum("nao,no->na", w[which], obs)
-        return squash(y if b is None else y + b[which], self.squash_kind)
+        return squash(y if b is None else y + b[which], self.squash_kind, self.max_pedal)

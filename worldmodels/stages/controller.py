@@ -49,7 +49,7 @@ class ControllerConfig:
         "fitness": "dream real", "generations": ">= 1", "popsize": ">= 2", "sigma0": "> 0",
         "episodes": ">= 1", "temperature": "> 0", "done": "logit sample", "eval_every": ">= 1",
         "eval_episodes": ">= 1", "eval_real_episodes": ">= 0", "workers": ">= 0",
-        "precision": "float32 bfloat16",
+        "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
@@ -77,6 +77,9 @@ class ControllerConfig:
     """Worker processes for real-game episodes; None: one per core."""
     precision: str = "float32"
     """The dream's precision: float32 or bfloat16 (faster on CPUs with bf16 units)."""
+    max_pedal: float = 1.0
+    """CarRacing: the most gas and brake C can give (its squash scaled to [0, max_pedal]);
+    0.5, the data policy's most gas, keeps it where the dream has seen data."""
     device: str = "cpu"
     """Where the dreams run (cpu or a CUDA device)."""
     seed: int = 0
@@ -169,10 +172,11 @@ def _load_state(path: Path, config: ControllerConfig) -> dict:
     if not path.exists():
         return fresh
     state = json.loads(path.read_text())
-    for key in ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature"):
-        if state["config"].get(key) != getattr(config, key):
+    for key in ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal"):
+        made = state["config"].get(key, getattr(ControllerConfig, key))  # older: the default
+        if made != getattr(config, key):
             raise ValueError(
-                f"{path} was made with {key}={state['config'].get(key)!r}, this run has "
+                f"{path} was made with {key}={made!r}, this run has "
                 f"{key}={getattr(config, key)!r}; use --force to start the controller over"
             )
     state["config"] = asdict(config)
@@ -202,13 +206,13 @@ def dream_fitness(dream: Dream, controller: Controller, episodes: int, seed: int
     return fitness
 
 
-def real_fitness(run_dir: Path, config: ControllerConfig):
+def real_fitness(run_dir: Path, config: ControllerConfig, controller: Controller):
     """fitness(candidates, generation): mean real-game return of each (rollout executor)."""
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
         seeds = episode_seeds(config.seed, generation, config.episodes)
         jobs = [(c, s) for c in candidates for s in seeds]
-        returns, _ = play_episodes(run_dir, jobs, config.workers)
+        returns, _ = play_episodes(run_dir, jobs, config.workers, controller.spec)
         return returns.reshape(len(candidates), config.episodes).mean(1)
 
     return fitness
@@ -232,18 +236,20 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     game = get_game(game_name)
     dream = Dream.from_run_dir(run_dir, device=config.device, temperature=config.temperature,
                                done=config.done, precision=config.precision)  # fmt: skip
-    controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash)
+    controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash,
+                            config.max_pedal)  # fmt: skip
     if config.fitness == "dream":
         fitness = dream_fitness(dream, controller, config.episodes, config.seed)
     else:
-        fitness = real_fitness(run_dir, config)
+        fitness = real_fitness(run_dir, config, controller)
     score_in_dream = dream_fitness(dream, controller, config.eval_episodes, config.seed + 7)
 
     def evaluate(mean: np.ndarray, generation: int) -> dict:
         scores = {"dream": float(score_in_dream(mean[None], generation)[0])}
         if config.eval_real_episodes:
             seeds = episode_seeds(config.seed + 11, generation, config.eval_real_episodes)
-            real, _ = play_episodes(run_dir, [(mean, s) for s in seeds], config.workers)
+            jobs = [(mean, s) for s in seeds]
+            real, _ = play_episodes(run_dir, jobs, config.workers, controller.spec)
             scores["real"] = float(real.mean())
         scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
         return scores

@@ -91,7 +91,7 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
     rank_seeds = episode_seeds(config.seed, 1, config.rank_episodes)
     jobs = [(params, s) for s in seeds] + [(None, s) for s in seeds]  # one batch: C, random,
     jobs += [(p, s) for _, p in means for s in rank_seeds]  # and the CMA-ES means
-    played, _ = play_episodes(run_dir, jobs, config.workers)
+    played, _ = play_episodes(run_dir, jobs, config.workers, controller.spec)
     real, random = played[: len(seeds)], played[len(seeds) : 2 * len(seeds)]
     in_dream = dream_fitness(dream, controller, config.dream_episodes, config.seed)
     dream_mean = float(in_dream(params[None], 0)[0])
@@ -108,7 +108,8 @@ def evaluate(config: EvaluateConfig, run_dir: str | os.PathLike) -> dict:
         )
     write_json(out / "results.json", results)
     if config.video:
-        write_video(Agent.from_run_dir(run_dir), params, seeds[0], out / "episode.mp4")
+        agent = Agent.from_run_dir(run_dir, controller.spec)
+        write_video(agent, params, seeds[0], out / "episode.mp4")
     print(
         f"evaluate: real {real.mean():.1f} +- {real.std():.1f} over {len(seeds)} episodes; "
         f"random policy {random.mean():.1f} +- {random.std():.1f}; dream {dream_mean:.1f}\n"

@@ -49,7 +49,7 @@ class IterateConfig:
     """Settings of the iterative training (rounds of controller episodes, M, C)."""
 
     limits: ClassVar[dict[str, str]] = {
-        "rounds": ">= 0", "episodes": ">= 1", "explore": ">= 0", "hold": ">= 1",
+        "rounds": ">= 0", "episodes": ">= 1", "explore": ">= 0, <= 1", "hold": ">= 1",
         "workers": ">= 0",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
@@ -119,7 +119,7 @@ def play(config: IterateConfig, policy: dict, run_dir: Path, r: int) -> list[flo
     first = _first_index(run_dir, r, config.episodes)
     indices = range(first, first + config.episodes)
     seeds = episode_seeds(config.seed, 10_000 + r, config.episodes)
-    _, params = load_controller(agent_run)
+    controller, params = load_controller(agent_run)
     todo = [(i, s) for i, s in zip(indices, seeds, strict=True)
             if not episode_path(out, i).exists()]  # fmt: skip
     jobs = [(params, s, config.explore, config.hold, policy) for _, s in todo]
@@ -130,7 +130,7 @@ def play(config: IterateConfig, policy: dict, run_dir: Path, r: int) -> list[flo
         write_latents(episode_path(out, todo[j][0]), episode)
         bar.update(1)
 
-    args = agent_args(agent_run)
+    args = (*agent_args(agent_run), controller.spec)
     work = Work(args[0], Agent, args, _explore, _name)
     with bar:
         executor(config.workers).map(work, jobs, write)
