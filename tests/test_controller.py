@@ -68,7 +68,12 @@ def test_max_pedal_bounds_carracing_gas_and_brake_in_the_game_too():
     for spec, most in ((None, 1.0), (Controller(24, 3, True, "carracing", 0.5).spec, 0.5)):
         agent = Agent("carracing", {"max_steps": 5}, vae, mdnrnn, spec)
         given, step = [], agent.env.step
-        agent.env.step = lambda action: (given.append(action), step(action))[1]
+
+        def recording_step(action, given=given, step=step):
+            given.append(action)
+            return step(action)
+
+        agent.env.step = recording_step
         params = np.zeros(agent.controller.n_params, np.float32)
         params[-2:] = 10.0  # bias: gas and brake as high as the squash goes
         assert agent.play(params, seed=0)["length"] == 5

@@ -26,7 +26,12 @@ class Agent:
     controllers it plays (``Controller.spec``; None: the game's default)."""
 
     def __init__(
-        self, game_name: str, env: dict, vae: ConvVAE, mdnrnn: MDNRNN, controller: dict | None = None
+        self,
+        game_name: str,
+        env: dict,
+        vae: ConvVAE,
+        mdnrnn: MDNRNN,
+        controller: dict | None = None,
     ) -> None:
         torch.set_num_threads(1)  # one agent per worker process
         self.game_name, self.game = game_name, get_game(game_name)

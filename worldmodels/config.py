@@ -132,8 +132,10 @@ def check_limits(config: Config) -> None:
         raise ValueError(f"setting 'mdnrnn.min_lr' ({config.mdnrnn.min_lr}) must not exceed "
                          f"'mdnrnn.lr' ({config.mdnrnn.lr})")  # fmt: skip
     if config.controller.max_pedal != 1.0 and config.collect.game != "carracing":
-        raise ValueError(f"setting 'controller.max_pedal' is for CarRacing's pedals; "
-                         f"{config.collect.game!r} has none, got {config.controller.max_pedal}")
+        raise ValueError(
+            f"setting 'controller.max_pedal' is for CarRacing's pedals; "
+            f"{config.collect.game!r} has none, got {config.controller.max_pedal}"
+        )
     if config.vae.buffer_frames < config.vae.batch_size:
         raise ValueError(f"setting 'vae.buffer_frames' ({config.vae.buffer_frames}) must be at "
                          f"least 'vae.batch_size' ({config.vae.batch_size})")  # fmt: skip
