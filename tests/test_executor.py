@@ -141,8 +141,10 @@ def test_real_game_fitness_on_ray_equals_local(ray_cluster, trained_run, tmp_pat
     (run_dir / "rollouts").mkdir()
     meta = {"game": "doom_takecover", "env": {"max_steps": 300}}
     (run_dir / "rollouts" / "meta.json").write_text(json.dumps(meta))
-    fitness = real_fitness(run_dir, ControllerConfig(fitness="real", episodes=2, workers=2))
-    n_params = Agent.from_run_dir(run_dir).controller.n_params
+    controller = Agent.from_run_dir(run_dir).controller
+    config = ControllerConfig(fitness="real", episodes=2, workers=2)
+    fitness = real_fitness(run_dir, config, controller)
+    n_params = controller.n_params
     population = np.random.default_rng(0).normal(0, 1, (3, n_params))
     local = fitness(population, 0)
     with executor.use(RAY_LONG):
