@@ -143,13 +143,14 @@ def agent_args(run_dir) -> tuple:
     return run_game(run_dir), run_env(run_dir), load_vae(run_dir), load_mdnrnn(run_dir)
 
 
-def agent_work(run_dir, controller: dict | None = None) -> Work:
-    """Real-game episodes of a run directory's agent, for the rollout executor: a job is
-    (controller parameters or None for the random data policy, env seed); ``controller``
-    is their shape (``Controller.spec``; None: the game's default). The world model
+def agent_work(run_dir, controller: dict | None = None, play=None, name=None) -> Work:
+    """Real-game episodes of a run directory's agent, for the rollout executor: by
+    default a job is (controller parameters or None for the random data policy, env
+    seed), ``play(agent, job)`` and ``name(job)`` otherwise; ``controller`` is the
+    controllers' shape (``Controller.spec``; None: the game's default). The world model
     travels with the work, so workers need no access to the run directory."""
     args = (*agent_args(run_dir), controller)
-    return Work(args[0], Agent, args, _play, _name)
+    return Work(args[0], Agent, args, play or _play, name or _name)
 
 
 def _play(agent: Agent, job: tuple) -> tuple[float, int]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from worldmodels.envs import get_game
 from worldmodels.executor import RuntimeConfig
 from worldmodels.stages import NAMES, STAGES, upstream
 
@@ -131,7 +132,8 @@ def check_limits(config: Config) -> None:
     if config.mdnrnn.min_lr > config.mdnrnn.lr:
         raise ValueError(f"setting 'mdnrnn.min_lr' ({config.mdnrnn.min_lr}) must not exceed "
                          f"'mdnrnn.lr' ({config.mdnrnn.lr})")  # fmt: skip
-    if config.controller.max_pedal != 1.0 and config.collect.game != "carracing":
+    squash = config.controller.max_pedal != 1.0 and get_game(config.collect.game).squash
+    if squash and squash != "carracing":  # the check Controller makes, before anything runs
         raise ValueError(
             f"setting 'controller.max_pedal' is for CarRacing's pedals; "
             f"{config.collect.game!r} has none, got {config.controller.max_pedal}"

@@ -27,9 +27,7 @@ def squash(y: torch.Tensor, kind: str, max_pedal: float = 1.0) -> torch.Tensor:
     if kind == "carracing":
         t = torch.tanh(y)
         gas, brake = (t[..., 1] + 1) / 2, t[..., 2].clamp(0, 1)
-        if max_pedal != 1.0:
-            gas, brake = gas * max_pedal, brake * max_pedal
-        return torch.stack([t[..., 0], gas, brake], -1)
+        return torch.stack([t[..., 0], gas * max_pedal, brake * max_pedal], -1)
     raise ValueError(f"squash must be one of {SQUASHES}, got {kind!r}")
 
 

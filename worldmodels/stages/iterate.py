@@ -33,9 +33,9 @@ from typing import ClassVar
 import numpy as np
 from tqdm import tqdm
 
-from worldmodels.agent import Agent, agent_args
+from worldmodels.agent import Agent, agent_work
 from worldmodels.artifacts import ROUNDS, agent_dir, read_results
-from worldmodels.executor import Work, executor
+from worldmodels.executor import executor
 from worldmodels.files import write_json
 from worldmodels.rollouts import episode_path, episode_paths
 from worldmodels.stages.controller import episode_seeds, load_controller
@@ -130,8 +130,7 @@ def play(config: IterateConfig, policy: dict, run_dir: Path, r: int) -> list[flo
         write_latents(episode_path(out, todo[j][0]), episode)
         bar.update(1)
 
-    args = (*agent_args(agent_run), controller.spec)
-    work = Work(args[0], Agent, args, _explore, _name)
+    work = agent_work(agent_run, controller.spec, _explore, _name)
     with bar:
         executor(config.workers).map(work, jobs, write)
     returns = []
