@@ -132,8 +132,8 @@ def check_limits(config: Config) -> None:
     if config.mdnrnn.min_lr > config.mdnrnn.lr:
         raise ValueError(f"setting 'mdnrnn.min_lr' ({config.mdnrnn.min_lr}) must not exceed "
                          f"'mdnrnn.lr' ({config.mdnrnn.lr})")  # fmt: skip
-    squash = config.controller.max_pedal != 1.0 and get_game(config.collect.game).squash
-    if squash and squash != "carracing":  # the check Controller makes, before anything runs
+    # the check Controller makes, before anything runs
+    if config.controller.max_pedal != 1.0 and get_game(config.collect.game).squash != "carracing":
         raise ValueError(
             f"setting 'controller.max_pedal' is for CarRacing's pedals; "
             f"{config.collect.game!r} has none, got {config.controller.max_pedal}"
