@@ -132,6 +132,33 @@ def test_resumed_es_equals_uninterrupted(tmp_path):
     np.testing.assert_array_equal(saved["a"]["params"], saved["b"]["params"])
 
 
+def test_resume_tolerates_rounding_and_refuses_other_candidates(tmp_path):
+    """A replay on another BLAS thread count or CPU finds the candidates again up to the
+    last bits: that resumes; candidates that really differ are refused."""
+
+    def fitness(candidates, generation):
+        return -np.abs(candidates - 0.3).sum(1)
+
+    evolve(5, fitness, ControllerConfig(generations=2, popsize=8), tmp_path)
+    path = tmp_path / "es_state.json"
+    made = json.loads(path.read_text())
+    for scale, resumes in ((1 + 1e-12, True), (1 + 1e-3, False)):
+        state = {**made, "fingerprints": [[x * scale for x in f] for f in made["fingerprints"]]}
+        path.write_text(json.dumps(state))
+        more = ControllerConfig(generations=3, popsize=8)
+        if resumes:
+            assert len(evolve(5, fitness, more, tmp_path)["fitness"]) == 3
+        else:
+            with pytest.raises(RuntimeError, match=r"es_state.json: replay diverged at gener"):
+                evolve(5, fitness, more, tmp_path)
+    # a state from before fingerprints (exact hashes) resumes, its generations unchecked
+    older = {k: v for k, v in made.items() if k != "fingerprints"} | {"checksums": ["ab", "cd"]}
+    path.write_text(json.dumps(older))
+    resumed = evolve(5, fitness, ControllerConfig(generations=3, popsize=8), tmp_path)
+    assert resumed["fitness"][:2] == made["fitness"] and len(resumed["fingerprints"]) == 3
+    assert resumed["fingerprints"][:2] == [None, None] and "checksums" not in resumed
+
+
 def test_population_too_small_is_refused(tmp_path):
     with pytest.raises(ValueError, match="popsize must be >= 2 for CMA-ES, got 1"):
         evolve(3, lambda c, g: np.zeros(len(c)), ControllerConfig(popsize=1), tmp_path)
