@@ -8,12 +8,12 @@ one batch (``Dream.rollout``); in the real game, spread over worker processes. E
 if asked, real episodes); the best so far is controller/best.pt.
 
 Resumption without pickle: pycma is deterministic for a fixed seed, so es_state.json
-keeps only every generation's fitnesses (and a checksum of its candidates). A rerun
-replays ask/tell through them, checks the checksums, and continues exactly where the
-killed run stopped. The same replay gives back the CMA-ES mean of any generation
-(``cma_means``): controllers of rising quality, with which the evaluate stage checks that
-the dream ranks controllers as the real game does. history.jsonl and history.png hold
-best/mean/worst/sigma/time.
+keeps only every generation's fitnesses (and a fingerprint of its candidates). A rerun
+replays ask/tell through them, checks the fingerprints (up to rounding, so that another
+BLAS thread count or CPU still resumes), and continues where the killed run stopped. The
+same replay gives back the CMA-ES mean of any generation (``cma_means``): controllers of
+rising quality, with which the evaluate stage checks that the dream ranks controllers as
+the real game does. history.jsonl and history.png hold best/mean/worst/sigma/time.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def _load_state(path: Path, config: ControllerConfig) -> dict:
                 f"{key}={getattr(config, key)!r}; use --force to start the controller over"
             )
     if "fingerprints" not in state:  # older states kept exact hashes, which a replay on
-        state.pop("checksums")  # another thread count or CPU cannot match
+        state.pop("checksums", None)  # another thread count or CPU cannot match
         state["fingerprints"] = [None] * len(state["fitness"])
     state["config"] = asdict(config)
     return state
