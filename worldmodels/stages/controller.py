@@ -141,10 +141,9 @@ def _replay(es: cma.CMAEvolutionStrategy, state: dict, path: Path):
     one, yielding each generation's number once told. Each generation's candidates must be
     the recorded ones up to rounding (another BLAS thread count or CPU changes the last
     bits), or the settings or pycma changed."""
-    recorded = state.get("fingerprints", [])  # None: recorded before fingerprints
     for g, fit in enumerate(state["fitness"]):
         candidates = np.array(es.ask())
-        known = recorded[g] if g < len(recorded) else None
+        known = state["fingerprints"][g]  # None: recorded before fingerprints
         if known is not None and not np.allclose(_fingerprint(candidates), known, 1e-6, 1e-9):
             raise RuntimeError(f"{path}: replay diverged at generation {g}")
         es.tell(candidates, [-f for f in fit])
@@ -157,7 +156,7 @@ def cma_means(run_dir: str | os.PathLike, count: int) -> list[tuple[int, np.ndar
     path = Path(run_dir) / "controller" / "es_state.json"
     if not path.exists():
         raise FileNotFoundError(f"no CMA-ES state at {path}; run the controller stage first")
-    state = json.loads(path.read_text())
+    state = _read_state(path)
     config = ControllerConfig(**{k: state["config"][k] for k in ("popsize", "sigma0", "seed")})
     controller, _ = load_controller(run_dir)
     es, done = _new_es(controller.n_params, config), len(state["fitness"])
@@ -175,7 +174,7 @@ def _load_state(path: Path, config: ControllerConfig) -> dict:
              "config": asdict(config)}  # fmt: skip
     if not path.exists():
         return fresh
-    state = json.loads(path.read_text())
+    state = _read_state(path)
     for key in ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal"):
         made = state["config"].get(key, getattr(ControllerConfig, key))  # older: the default
         if made != getattr(config, key):
@@ -183,10 +182,17 @@ def _load_state(path: Path, config: ControllerConfig) -> dict:
                 f"{path} was made with {key}={made!r}, this run has "
                 f"{key}={getattr(config, key)!r}; use --force to start the controller over"
             )
-    if "fingerprints" not in state:  # older states kept exact hashes, which a replay on
-        state.pop("checksums", None)  # another thread count or CPU cannot match
-        state["fingerprints"] = [None] * len(state["fitness"])
     state["config"] = asdict(config)
+    return state
+
+
+def _read_state(path: Path) -> dict:
+    """es_state.json; an older one kept exact hashes of the candidates, which a replay on
+    another thread count or CPU cannot match: its generations are replayed unchecked."""
+    state = json.loads(path.read_text())
+    if "fingerprints" not in state:
+        state.pop("checksums", None)
+        state["fingerprints"] = [None] * len(state["fitness"])
     return state
 
 
