@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mdn import sample_gaussian_mixture
-from worldmodels.artifacts import load_latents, load_mdnrnn, run_game
+from worldmodels.artifacts import load_latents, load_mdnrnn, run_env, run_game
 from worldmodels.controller import observation, observation_size
 from worldmodels.envs import get_game
 from worldmodels.mdnrnn import MDNRNN
@@ -101,7 +101,8 @@ class Dream:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu", **kwargs) -> Dream:
-        """The dream of a run directory: its M, its latents' first frames, its game's rules."""
+        """The dream of a run directory: its M, its latents' first frames, its game's rules,
+        and the step cap its real episodes were played with (``collect.env.max_steps``)."""
         run_dir = Path(run_dir)
         game = get_game(run_game(run_dir))
         mdnrnn = load_mdnrnn(run_dir, torch.device(device))
@@ -113,7 +114,8 @@ class Dream:
             )
         mu = torch.from_numpy(np.stack([e["mu"][0] for e in episodes]))
         logvar = torch.from_numpy(np.stack([e["logvar"][0] for e in episodes]))
-        defaults = dict(max_steps=game.max_steps, survival=game.survival, obs_c=game.survival)
+        max_steps = run_env(run_dir).get("max_steps", game.max_steps)
+        defaults = dict(max_steps=max_steps, survival=game.survival, obs_c=game.survival)
         return cls(mdnrnn, mu, logvar, **{**defaults, **kwargs})
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> DreamState:
