@@ -334,19 +334,20 @@ def test_rollout_drops_finished_dreams(trained_run):
 
 def test_the_dream_ends_where_the_runs_real_episodes_were_capped(trained_run, tmp_path):
     run_dir, _ = trained_run
-    assert Dream.from_run_dir(run_dir).max_steps == 2100  # no cap recorded: the game's
-    capped = tmp_path / "capped"
-    subprocess.run(["cp", "-r", str(run_dir), str(capped)], check=True)
-    meta = {"game": "doom_takecover", "env": {"max_steps": 7}}  # collect.env.max_steps=7
-    (capped / "rollouts" / "meta.json").write_text(json.dumps(meta))
-    dream = Dream.from_run_dir(capped)
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    meta = copy / "rollouts" / "meta.json"
+    meta.write_text(json.dumps({"game": "doom_takecover"}))  # no cap recorded: the game's
+    assert Dream.from_run_dir(copy).max_steps == 2100
+    meta.write_text(json.dumps({"game": "doom_takecover", "env": {"max_steps": 7}}))
+    dream = Dream.from_run_dir(copy)
     with torch.no_grad():  # a done head that never fires: every dream runs to the cap
         dream.mdnrnn.done.weight.zero_()
         dream.mdnrnn.done.bias.fill_(-1e4)
     returns, lengths = dream.rollout(lambda obs, i: torch.zeros(len(i), 1), 16,
                                      torch.Generator().manual_seed(0))  # fmt: skip
     assert lengths.tolist() == [7] * 16
-    assert Dream.from_run_dir(capped, max_steps=3).max_steps == 3  # an explicit cap wins
+    assert Dream.from_run_dir(copy, max_steps=3).max_steps == 3  # an explicit cap wins
 
 
 def test_bad_action_shape_names_both(trained_run):

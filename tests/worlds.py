@@ -12,10 +12,12 @@ Z = 4
 
 
 def synthetic_latents(run_dir, episodes=12, seed=0, z_size=Z):
-    """Episodes of a known system, z' = 0.8 z + 0.5 a + noise, that end when z[0] > 0.9."""
+    """Episodes of a known system, z' = 0.8 z + 0.5 a + noise, that end when z[0] > 0.9
+    (at most 40 steps), recorded as Doom's with a cap of 300 steps."""
     rng = np.random.default_rng(seed)
     (run_dir / "rollouts").mkdir(parents=True)
-    (run_dir / "rollouts" / "meta.json").write_text(json.dumps({"game": "doom_takecover"}))
+    meta = {"game": "doom_takecover", "env": {"max_steps": 300}}  # real games and dreams: 300
+    (run_dir / "rollouts" / "meta.json").write_text(json.dumps(meta))
     (run_dir / "latents").mkdir()
     (run_dir / "latents" / "meta.json").write_text(json.dumps({"z_size": z_size}))
     for i in range(episodes):

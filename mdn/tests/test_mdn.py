@@ -331,6 +331,6 @@ def test_original_readme_snippet_runs():
 
 def test_bishop_mdn_beats_single_gaussian():
     bishop = runpy.run_path(str(ROOT / "examples" / "bishop.py"))
-    result = bishop["run"](n_train=1000, steps=800, seed=0)
+    result = bishop["run"](n_train=500, steps=400, seed=0)  # margins 0.7-1.0 over seeds 0-3
     # The single Gaussian cannot follow the three branches; the mixture can.
     assert result["mdn_nll"] < result["gaussian_nll"] - 0.3
