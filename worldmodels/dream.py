@@ -5,9 +5,10 @@ the dream"), stepping any number of dreams as one batched tensor computation.
 sampled from their mu / log-variance, LSTM state zero); a step feeds [z_t, a_t] to the
 LSTM and draws z_{t+1} from the mixture at temperature tau (logits / tau, noise *
 sqrt(tau)), M's heads seeing the new hidden state through dropout if M was trained
-with it (``MDNRNN.drop``); the episode ends when the done logit is > 0 (or, with ``done="sample"``,
-with the predicted probability) or at the game's step cap; the reward is +1 per step
-for survival games (Doom) and the predicted reward otherwise. The controller sees
+with it (``MDNRNN.drop``); the episode ends when the done logit is > 0 (or, with
+``done="sample"``, with the predicted probability) or at the step cap of the run's real
+episodes; the reward is +1 per step for survival games (Doom) and the predicted reward
+otherwise. The controller sees
 [z_t, h_t] or, for Doom as the paper, [z_t, c_t, h_t], the LSTM state before step t.
 
 ``Dream.rollout`` plays N episodes to their ends for CMA-ES, dropping finished dreams

@@ -5,9 +5,10 @@
 
 Observation: the controller's input ([z, c, h] for Doom, [z, h] otherwise), float32;
 action: the game's action in [-1, 1]; reward: +1 per step (survival games) or M's
-prediction; terminated: M's done; truncated: the game's step cap; ``render()``: the VAE
-decoder's picture of z, uint8 64x64x3. The vector env steps all its dreams as one batch
-and resets a dream on the step after it ended (gymnasium's NEXT_STEP autoreset).
+prediction; terminated: M's done; truncated: the step cap of the run's real episodes;
+``render()``: the VAE decoder's picture of z, uint8 64x64x3. The vector env steps all its
+dreams as one batch and resets a dream on the step after it ended (gymnasium's NEXT_STEP
+autoreset).
 """
 
 from __future__ import annotations
