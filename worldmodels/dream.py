@@ -8,8 +8,8 @@ sqrt(tau)), M's heads seeing the new hidden state through dropout if M was train
 with it (``MDNRNN.drop``); the episode ends when the done logit is > 0 (or, with
 ``done="sample"``, with the predicted probability) or at the step cap of the run's real
 episodes; the reward is +1 per step for survival games (Doom) and the predicted reward
-otherwise. The controller sees
-[z_t, h_t] or, for Doom as the paper, [z_t, c_t, h_t], the LSTM state before step t.
+otherwise. The controller sees [z_t, h_t] or, for Doom as the paper, [z_t, c_t, h_t],
+the LSTM state before step t.
 
 ``Dream.rollout`` plays N episodes to their ends for CMA-ES, dropping finished dreams
 from the batch so that a population that mostly dies early costs what it lives.
