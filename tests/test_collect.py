@@ -45,10 +45,11 @@ def test_collect_writes_episodes_and_meta(tmp_path):
     assert collect(CollectConfig(episodes=3, workers=0), tmp_path)["new_episodes"] == 0
 
 
-def _holds(out_dir) -> np.ndarray:
-    """How many steps each action of the stored episodes was held (not the last, maybe cut)."""
+def _holds(out_dir, paths=None) -> np.ndarray:
+    """How many steps each action of the stored episodes (or of ``paths``) was held (not the
+    last, maybe cut)."""
     holds = []
-    for path in episode_paths(out_dir):
+    for path in episode_paths(out_dir) if paths is None else paths:
         action = read_episode(path)["action"][:, 0]
         changes = np.flatnonzero(np.diff(action) != 0) + 1
         holds.append(np.diff(np.concatenate([[0], changes, [len(action)]]))[:-1])
@@ -73,10 +74,25 @@ def test_data_policy_settings_are_used_recorded_and_checked(tmp_path):
     for policy, error in [
         ({"max_len": 5}, r"data policy of 'doom_takecover' has no setting"),
         ({"max_hold": 0}, r"max_hold must be an integer >= 1, got 0"),
+        (
+            {"max_hold": [10, 0]},
+            r"max_hold must be an integer >= 1 or a list of them, got \[10, 0\]",
+        ),
+        ({"max_hold": []}, r"max_hold must be an integer >= 1 or a list of them, got \[\]"),
     ]:
         with pytest.raises(ValueError, match=error):
             collect(CollectConfig(episodes=1, workers=0, policy=policy), tmp_path / "b")
         assert not (tmp_path / "b").exists()  # refused before anything is written
+
+
+def test_a_list_of_max_holds_mixes_policies_episode_by_episode(tmp_path):
+    collect(CollectConfig(episodes=4, workers=0, policy={"max_hold": [1, 50]}), tmp_path)
+    per_episode = [_holds(tmp_path, [path]) for path in episode_paths(tmp_path)]
+    every_step = [bool((holds == 1).all()) for holds in per_episode]
+    assert any(every_step) and not all(every_step)  # both policies, one per episode
+    held_long = [holds for holds, one in zip(per_episode, every_step, strict=True) if not one]
+    assert all((holds > 10).mean() > 0.5 for holds in held_long)  # 1-50: 80% above 10
+    assert json.loads((tmp_path / "meta.json").read_text())["policy"] == {"max_hold": [1, 50]}
 
 
 def test_episode_depends_on_seed_and_index_only():

@@ -203,8 +203,19 @@ class HeldUniform:
         return torch.from_numpy(self.act(np.asarray(index)))
 
 
-def doom_data_policy(rng: np.random.Generator, max_hold: int = 10) -> Callable:
-    """Doom's data policy for one episode: ``policy(frame)`` -> action ``[1]``."""
+def doom_data_policy(rng: np.random.Generator, max_hold: int | list[int] = 10) -> Callable:
+    """Doom's data policy for one episode: ``policy(frame)`` -> action ``[1]``.
+
+    A list ``max_hold`` mixes policies: each episode draws its own from the list first
+    (uniformly), e.g. ``[10, 50]`` gives half the episodes the paper's 1-10 steps and
+    half 1-50.
+    """
+    if isinstance(max_hold, list):
+        if not max_hold or not all(isinstance(m, int) and m >= 1 for m in max_hold):
+            raise ValueError(
+                f"max_hold must be an integer >= 1 or a list of them, got {max_hold!r}"
+            )
+        max_hold = max_hold[int(rng.integers(len(max_hold)))]
     held, first = HeldUniform(1, [-1.0], [1.0], rng, max_hold), np.zeros(1, np.int64)
     return lambda frame: held.act(first)[0]
 

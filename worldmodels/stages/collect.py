@@ -62,7 +62,8 @@ class CollectConfig:
     """Keyword arguments of the game's env, e.g. ``{"skill": 5}`` for Doom."""
     policy: dict = field(default_factory=dict)
     """Keyword arguments of the game's data policy, e.g. ``{"max_hold": 50}`` for Doom
-    (actions held for 1-50 steps; empty: the paper's 1-10)."""
+    (actions held for 1-50 steps; empty: the paper's 1-10; ``[10, 50]``: each episode
+    one of the two)."""
 
 
 def collect(config: CollectConfig, out_dir: str | os.PathLike) -> dict:
