@@ -45,15 +45,16 @@ def test_collect_writes_episodes_and_meta(tmp_path):
     assert collect(CollectConfig(episodes=3, workers=0), tmp_path)["new_episodes"] == 0
 
 
-def _holds(out_dir, paths=None) -> np.ndarray:
-    """How many steps each action of the stored episodes (or of ``paths``) was held (not the
-    last, maybe cut)."""
-    holds = []
-    for path in episode_paths(out_dir) if paths is None else paths:
-        action = read_episode(path)["action"][:, 0]
-        changes = np.flatnonzero(np.diff(action) != 0) + 1
-        holds.append(np.diff(np.concatenate([[0], changes, [len(action)]]))[:-1])
-    return np.concatenate(holds)
+def _episode_holds(path) -> np.ndarray:
+    """How many steps each action of a stored episode was held (not the last, maybe cut)."""
+    action = read_episode(path)["action"][:, 0]
+    changes = np.flatnonzero(np.diff(action) != 0) + 1
+    return np.diff(np.concatenate([[0], changes, [len(action)]]))[:-1]
+
+
+def _holds(out_dir) -> np.ndarray:
+    """The hold lengths of every stored episode's actions, one after another."""
+    return np.concatenate([_episode_holds(path) for path in episode_paths(out_dir)])
 
 
 def test_doom_policy_holds_actions_for_1_to_10_steps(tmp_path):
@@ -87,7 +88,7 @@ def test_data_policy_settings_are_used_recorded_and_checked(tmp_path):
 
 def test_a_list_of_max_holds_mixes_policies_episode_by_episode(tmp_path):
     collect(CollectConfig(episodes=4, workers=0, policy={"max_hold": [1, 50]}), tmp_path)
-    per_episode = [_holds(tmp_path, [path]) for path in episode_paths(tmp_path)]
+    per_episode = [_episode_holds(path) for path in episode_paths(tmp_path)]
     every_step = [bool((holds == 1).all()) for holds in per_episode]
     assert any(every_step) and not all(every_step)  # both policies, one per episode
     held_long = [holds for holds, one in zip(per_episode, every_step, strict=True) if not one]
