@@ -7,7 +7,7 @@ controllers' real-game means (from each run's evaluate/results.json, or given as
 RUN=MEAN). The controllers should have been scored on the same real tracks.
 
     python analysis/dream_horizons.py DREAM_RUN RUN [RUN=MEAN ...] [--temperature 1.0]
-        [--dropout RATE] [--dreams 128]
+        [--dropout RATE] [--dreams 128] [--horizons 50 100 ... 1000]
 """
 
 from __future__ import annotations
@@ -37,16 +37,18 @@ def real_mean(run: str) -> tuple[str, float]:
 
 
 @torch.no_grad()
-def partial_returns(dream: Dream, run_dir: str, dreams: int, seed: int) -> list[float]:
-    """Mean dream return over the first H steps, for each H in HORIZONS."""
+def partial_returns(
+    dream: Dream, run_dir: str, dreams: int, seed: int, horizons: tuple[int, ...] = HORIZONS
+) -> list[float]:
+    """Mean dream return over the first H steps, for each H in ``horizons``."""
     controller, params = load_controller(run_dir)
     w = torch.as_tensor(params[None], dtype=torch.float32)
     which = torch.zeros(dreams, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     state = dream.reset(dreams, generator)
     running = torch.ones(dreams, dtype=torch.bool)
-    rewards = torch.zeros(dreams, max(HORIZONS))
-    for t in range(max(HORIZONS)):
+    rewards = torch.zeros(dreams, max(horizons))
+    for t in range(max(horizons)):
         action = controller.act_batched(w, which, dream.observe(state))
         state, reward, terminated, truncated = dream.step(state, action, generator)
         rewards[:, t] = reward * running
@@ -54,7 +56,7 @@ def partial_returns(dream: Dream, run_dir: str, dreams: int, seed: int) -> list[
         if not running.any():
             break
     summed = rewards.cumsum(1).mean(0)
-    return [float(summed[h - 1]) for h in HORIZONS]
+    return [float(summed[h - 1]) for h in horizons]
 
 
 def main() -> None:
@@ -65,20 +67,22 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, help="M's dropout in the dream (default: M's)")
     parser.add_argument("--dreams", type=int, default=128)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--horizons", type=int, nargs="+", default=list(HORIZONS))
     args = parser.parse_args()
+    horizons = tuple(args.horizons)
     dream = Dream.from_run_dir(args.dream_run, temperature=args.temperature)
     if args.dropout is not None:
         dream.mdnrnn.dropout = args.dropout
     print(f"tau {args.temperature}, dropout {dream.mdnrnn.dropout}, {args.dreams} dreams; "
-          f"dream return over the first {', '.join(map(str, HORIZONS))} steps")  # fmt: skip
+          f"dream return over the first {', '.join(map(str, horizons))} steps")  # fmt: skip
     real, dreamt = [], []
     for run in args.runs:
         run_dir, mean = real_mean(run)
         real.append(mean)
-        dreamt.append(partial_returns(dream, run_dir, args.dreams, args.seed))
+        dreamt.append(partial_returns(dream, run_dir, args.dreams, args.seed, horizons))
         print(f"{run_dir}: real {mean:.1f}, dream", " ".join(f"{x:.1f}" for x in dreamt[-1]))
-    rho = [spearman(real, [d[i] for d in dreamt]) for i in range(len(HORIZONS))]
-    print("Spearman's rho:", " ".join(f"{h}: {r:.2f}" for h, r in zip(HORIZONS, rho, strict=True)))
+    rho = [spearman(real, [d[i] for d in dreamt]) for i in range(len(horizons))]
+    print("Spearman's rho:", " ".join(f"{h}: {r:.2f}" for h, r in zip(horizons, rho, strict=True)))
 
 
 if __name__ == "__main__":
