@@ -11,9 +11,10 @@ import torch
 
 from worldmodels.agent import Agent
 from worldmodels.calibrate import calibrate
+from worldmodels.config import check_limits, load_config
 from worldmodels.controller import Controller, squash
 from worldmodels.dream import Dream
-from worldmodels.envs import get_game
+from worldmodels.envs import DoomTakeCover, get_game
 from worldmodels.mdnrnn import MDNRNN
 from worldmodels.stages.controller import (
     ControllerConfig,
@@ -22,6 +23,8 @@ from worldmodels.stages.controller import (
     episode_seeds,
     evolve,
     load_controller,
+    play_dreams,
+    steadiness,
     train_controller,
 )
 from worldmodels.stages.evaluate import EvaluateConfig, evaluate, spearman
@@ -183,12 +186,58 @@ def test_dream_fitness_is_deterministic(trained_run):
     assert (returns == lengths).all()  # Doom: +1 per step survived
 
 
+def test_changes_of_move_in_the_dream_and_the_steadiness_scaling(trained_run):
+    run_dir, _ = trained_run
+    dream = Dream.from_run_dir(run_dir, max_steps=50)
+    c = Controller(dream.obs_size, 1, False, "tanh")
+    candidates = np.random.default_rng(1).normal(0, 0.5, (4, c.n_params))
+    candidates[0] = 0  # always action 0: stays, never changes its move
+    gen = torch.Generator().manual_seed(5)
+    returns, changes = play_dreams(dream, c, candidates, 3, gen, DoomTakeCover.move)
+    # counted again from each dream's moves, recorded step by step on the same dreams
+    moves, params = [[] for _ in range(12)], torch.as_tensor(candidates).float()
+    which = torch.arange(12) // 3
+
+    def recording(obs, index):
+        action = c.act_batched(params, which[index], obs)
+        for i, a in zip(index.tolist(), action[:, 0].tolist(), strict=True):
+            moves[i].append(-1 if a < -1 / 3 else (1 if a > 1 / 3 else 0))
+        return action
+
+    again, _ = dream.rollout(recording, 12, torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(returns, again.view(4, 3).mean(1).numpy())
+    for k in range(4):
+        mine = moves[3 * k : 3 * k + 3]
+        expected = 100 * sum(np.count_nonzero(np.diff(m)) for m in mine) / sum(map(len, mine))
+        assert changes[k] == pytest.approx(expected)
+    assert changes[0] == 0 and changes.max() > 0
+    # the fitness: the return, scaled by max_changes / changes above max_changes
+    limit = float(np.median(changes))
+    np.testing.assert_allclose(steadiness(np.array([0.0, limit, 2 * limit]), limit),
+                               [1.0, 1.0, 0.5])  # fmt: skip
+    fitness = dream_fitness(dream, c, 3, seed=0, max_changes=limit, move=DoomTakeCover.move)
+    plain = dream_fitness(dream, c, 3, seed=0)(candidates, 4)
+    _, rates = play_dreams(dream, c, candidates, 3, torch.Generator().manual_seed(4),
+                           DoomTakeCover.move)  # fmt: skip
+    scaled = fitness(candidates, 4)
+    np.testing.assert_allclose(scaled, plain * np.minimum(1, limit / np.maximum(rates, 1e-9)))
+    assert (scaled < plain).any() and (scaled == plain).any()
+
+
+def test_max_changes_is_refused_for_a_game_without_moves():
+    with pytest.raises(ValueError, match="'controller.max_changes' counts changes of a discrete "
+                                         "move; 'carracing' has none, got 4"):  # fmt: skip
+        check_limits(load_config(None, ["collect.game=carracing", "controller.max_changes=4"]))
+    check_limits(load_config(None, ["controller.max_changes=4"]))  # Doom: fine
+
+
 def test_controller_and_evaluation_end_to_end(trained_run):
     run_dir, _ = trained_run
     config = ControllerConfig(generations=2, popsize=4, episodes=2, eval_every=1,
                               eval_episodes=8, workers=0)  # fmt: skip
     state = train_controller(config, run_dir)
     assert len(state["history"]) == 2
+    assert all(h["eval"]["changes"] >= 0 for h in state["history"])  # Doom: counted
     # the kept controller is the CMA-ES mean with the best dream score of the evaluations
     scores = [h["eval"]["dream"] for h in state["history"]]
     assert state["best"]["generation"] == 1 + int(np.argmax(scores))

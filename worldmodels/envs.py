@@ -285,6 +285,8 @@ class Game:
     squash: str = "tanh"  # how C's output becomes the action: "tanh" or "carracing"
     danger: Callable[[np.ndarray], np.ndarray] | None = None
     """Pixels of frames that show what kills (Doom: fireballs), to check that V draws them."""
+    move: Callable | None = None
+    """The discrete move of actions (Doom: left, stay, right), to count changes of move."""
 
 
 GAMES: dict[str, Game] = {
@@ -298,6 +300,7 @@ GAMES: dict[str, Game] = {
         restart_flag=True,
         controller_bias=False,
         danger=DoomTakeCover.fireballs,
+        move=DoomTakeCover.move,
     ),
     "carracing": Game(CarRacing, 3, 1000, DrivingPolicy, squash="carracing"),
 }

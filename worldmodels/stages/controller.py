@@ -38,6 +38,9 @@ from worldmodels.envs import get_game
 from worldmodels.files import atomic_path, write_json
 
 FITNESS = ("dream", "real")
+SEARCH_KEYS = ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal",
+               "max_changes")  # fmt: skip
+"""Settings a resumed search must share with the one it resumes."""
 
 
 @dataclass
@@ -48,7 +51,7 @@ class ControllerConfig:
         "fitness": "dream real", "generations": ">= 1", "popsize": ">= 2", "sigma0": "> 0",
         "episodes": ">= 1", "temperature": "> 0", "done": "logit sample", "eval_every": ">= 1",
         "eval_episodes": ">= 1", "eval_real_episodes": ">= 0", "workers": ">= 0",
-        "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1",
+        "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1", "max_changes": "> 0",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
@@ -79,6 +82,11 @@ class ControllerConfig:
     max_pedal: float = 1.0
     """CarRacing: the most gas and brake C can give (its squash scaled to [0, max_pedal]);
     0.5, the data policy's most gas, keeps it where the dream has seen data."""
+    max_changes: float | None = None
+    """Doom: changes of move per 100 steps above which a candidate's dream return is scaled
+    down by max_changes / its rate (None: off). M has seen only the data policy's held
+    moves (1-50 steps: about 2.6 changes per 100); a controller that switches far more
+    often lives in the dream where M has no data, and may not live in the game."""
     device: str = "cpu"
     """Where the dreams run (cpu or a CUDA device)."""
     seed: int = 0
@@ -175,7 +183,7 @@ def _load_state(path: Path, config: ControllerConfig) -> dict:
     if not path.exists():
         return fresh
     state = _read_state(path)
-    for key in ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal"):
+    for key in SEARCH_KEYS:
         made = state["config"].get(key, getattr(ControllerConfig, key))  # older: the default
         if made != getattr(config, key):
             raise ValueError(
@@ -202,21 +210,61 @@ def _save_state(out: Path, state: dict) -> None:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in state["history"]))
 
 
-def dream_fitness(dream: Dream, controller: Controller, episodes: int, seed: int):
+def play_dreams(dream: Dream, controller: Controller, candidates: np.ndarray, episodes: int,
+                generator: torch.Generator, move: Callable | None = None):  # fmt: skip
+    """Each candidate in ``episodes`` dreams, all in one batch: (mean return ``[P]``,
+    changes of move per 100 steps ``[P]``, None without ``move``, the game's
+    ``action -> move``)."""
+    params = torch.as_tensor(candidates, dtype=torch.float32, device=dream.device)
+    n = len(params) * episodes
+    which = torch.arange(n, device=dream.device) // episodes
+    last = torch.full((n,), torch.nan, device=dream.device)  # each dream's last move
+    changes = torch.zeros(n, device=dream.device)
+
+    def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        action = controller.act_batched(params, which[index], obs)
+        if move is not None:
+            now, before = move(action[:, 0]), last[index]
+            changes[index] += (now != before) & ~before.isnan()
+            last[index] = now
+        return action
+
+    returns, lengths = dream.rollout(policy, n, generator)
+    mean = returns.view(len(params), episodes).mean(1)
+    if move is None:
+        return mean.cpu().numpy(), None
+    rate = 100 * changes.view(len(params), episodes).sum(1)
+    rate /= lengths.view(len(params), episodes).sum(1)
+    return mean.cpu().numpy(), rate.cpu().numpy()
+
+
+def steadiness(changes: np.ndarray, max_changes: float) -> np.ndarray:
+    """The factor a dream return is scaled by: 1 up to ``max_changes`` changes of move per
+    100 steps, max_changes / changes above."""
+    return np.minimum(1.0, max_changes / np.maximum(changes, 1e-9))
+
+
+def dream_fitness(dream: Dream, controller: Controller, episodes: int, seed: int,
+                  max_changes: float | None = None, move: Callable | None = None):  # fmt: skip
     """fitness(candidates, generation): mean return of each over ``episodes`` dreams, all
-    dreams in one batch; the dreams of generation g are drawn from (seed, g)."""
+    dreams in one batch; the dreams of generation g are drawn from (seed, g). With
+    ``max_changes`` (and the game's ``move``), scaled by ``steadiness``."""
+    if max_changes is not None and move is None:
+        raise ValueError("max_changes needs the game's moves (DoomTakeCover)")
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
-        params = torch.as_tensor(candidates, dtype=torch.float32, device=dream.device)
-        n = len(params) * episodes
-        which = torch.arange(n, device=dream.device) // episodes
-        gen = torch.Generator(dream.device).manual_seed(seed * 1_000_003 + generation)
-        returns, _ = dream.rollout(
-            lambda obs, index: controller.act_batched(params, which[index], obs), n, gen
-        )
-        return returns.view(len(params), episodes).mean(1).cpu().numpy()
+        gen = dream_generator(dream, seed, generation)
+        if max_changes is None:
+            return play_dreams(dream, controller, candidates, episodes, gen)[0]
+        returns, changes = play_dreams(dream, controller, candidates, episodes, gen, move)
+        return returns * steadiness(changes, max_changes)
 
     return fitness
+
+
+def dream_generator(dream: Dream, seed: int, generation: int) -> torch.Generator:
+    """The generator of generation ``generation``'s dreams for seed ``seed``."""
+    return torch.Generator(dream.device).manual_seed(seed * 1_000_003 + generation)
 
 
 def real_fitness(run_dir: Path, config: ControllerConfig, controller: Controller):
@@ -252,19 +300,26 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash,
                             config.max_pedal)  # fmt: skip
     if config.fitness == "dream":
-        fitness = dream_fitness(dream, controller, config.episodes, config.seed)
+        fitness = dream_fitness(dream, controller, config.episodes, config.seed,
+                                config.max_changes, game.move)  # fmt: skip
     else:
         fitness = real_fitness(run_dir, config, controller)
-    score_in_dream = dream_fitness(dream, controller, config.eval_episodes, config.seed + 7)
 
     def evaluate(mean: np.ndarray, generation: int) -> dict:
-        scores = {"dream": float(score_in_dream(mean[None], generation)[0])}
+        gen = dream_generator(dream, config.seed + 7, generation)
+        returns, changes = play_dreams(dream, controller, mean[None], config.eval_episodes, gen,
+                                       game.move)  # fmt: skip
+        scores = {"dream": float(returns[0])}
+        if changes is not None:
+            scores["changes"] = float(changes[0])
         if config.eval_real_episodes:
             seeds = episode_seeds(config.seed + 11, generation, config.eval_real_episodes)
             jobs = [(mean, s) for s in seeds]
             real, _ = play_episodes(run_dir, jobs, config.workers, controller.spec)
             scores["real"] = float(real.mean())
         scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
+        if config.max_changes is not None and not config.eval_real_episodes:
+            scores["score"] *= float(steadiness(changes, config.max_changes)[0])
         return scores
 
     def save_best(params: np.ndarray, best: dict) -> None:
@@ -338,4 +393,6 @@ def summary(run_dir: Path) -> list[str]:
     line = f"{generations} generations; kept the CMA-ES mean of generation " + (
         f"{best['generation']}, dream score {best['dream']:.1f}" if best else "none yet"
     )
+    if "changes" in best:
+        line += f", {best['changes']:.1f} changes of move per 100 dream steps"
     return ["## C", "", line, "", "![CMA-ES](controller/history.png)"]
