@@ -166,7 +166,6 @@ def test_forced_stage_whose_input_is_broken_loses_nothing(smoke_run, tmp_path, c
     ("controller.max_pedal=1.5", "setting 'controller.max_pedal' must be > 0 and <= 1, got 1.5"),
     ("controller.max_pedal=0.5", "setting 'controller.max_pedal' is for CarRacing's pedals; "
                                  "'doom_takecover' has none, got 0.5"),
-    ("controller.max_changes=0", "setting 'controller.max_changes' must be > 0, got 0.0"),
     ("runtime.backend=mpi", "setting 'runtime.backend' must be one of ['local', 'ray'], "
                             "got 'mpi'"),
 ])  # fmt: skip

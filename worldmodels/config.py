@@ -138,11 +138,6 @@ def check_limits(config: Config) -> None:
             f"setting 'controller.max_pedal' is for CarRacing's pedals; "
             f"{config.collect.game!r} has none, got {config.controller.max_pedal}"
         )
-    if config.controller.max_changes is not None and get_game(config.collect.game).move is None:
-        raise ValueError(
-            f"setting 'controller.max_changes' counts changes of a discrete move; "
-            f"{config.collect.game!r} has none, got {config.controller.max_changes}"
-        )
     if config.vae.buffer_frames < config.vae.batch_size:
         raise ValueError(f"setting 'vae.buffer_frames' ({config.vae.buffer_frames}) must be at "
                          f"least 'vae.batch_size' ({config.vae.batch_size})")  # fmt: skip

@@ -38,8 +38,7 @@ from worldmodels.envs import get_game
 from worldmodels.files import atomic_path, write_json
 
 FITNESS = ("dream", "real")
-SEARCH_KEYS = ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal",
-               "max_changes")  # fmt: skip
+SEARCH_KEYS = ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal")
 """Settings a resumed search must share with the one it resumes."""
 
 
@@ -51,7 +50,7 @@ class ControllerConfig:
         "fitness": "dream real", "generations": ">= 1", "popsize": ">= 2", "sigma0": "> 0",
         "episodes": ">= 1", "temperature": "> 0", "done": "logit sample", "eval_every": ">= 1",
         "eval_episodes": ">= 1", "eval_real_episodes": ">= 0", "workers": ">= 0",
-        "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1", "max_changes": "> 0",
+        "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
@@ -82,11 +81,6 @@ class ControllerConfig:
     max_pedal: float = 1.0
     """CarRacing: the most gas and brake C can give (its squash scaled to [0, max_pedal]);
     0.5, the data policy's most gas, keeps it where the dream has seen data."""
-    max_changes: float | None = None
-    """Doom: changes of move per 100 steps above which a candidate's dream return is scaled
-    down by max_changes / its rate (None: off). M has seen only the data policy's held
-    moves (1-50 steps: about 2.6 changes per 100); a controller that switches far more
-    often lives in the dream where M has no data, and may not live in the game."""
     device: str = "cpu"
     """Where the dreams run (cpu or a CUDA device)."""
     seed: int = 0
@@ -238,26 +232,13 @@ def play_dreams(dream: Dream, controller: Controller, candidates: np.ndarray, ep
     return mean.cpu().numpy(), rate.cpu().numpy()
 
 
-def steadiness(changes: np.ndarray, max_changes: float) -> np.ndarray:
-    """The factor a dream return is scaled by: 1 up to ``max_changes`` changes of move per
-    100 steps, max_changes / changes above."""
-    return np.minimum(1.0, max_changes / np.maximum(changes, 1e-9))
-
-
-def dream_fitness(dream: Dream, controller: Controller, episodes: int, seed: int,
-                  max_changes: float | None = None, move: Callable | None = None):  # fmt: skip
+def dream_fitness(dream: Dream, controller: Controller, episodes: int, seed: int):
     """fitness(candidates, generation): mean return of each over ``episodes`` dreams, all
-    dreams in one batch; the dreams of generation g are drawn from (seed, g). With
-    ``max_changes`` (and the game's ``move``), scaled by ``steadiness``."""
-    if max_changes is not None and move is None:
-        raise ValueError("max_changes needs the game's moves (DoomTakeCover)")
+    dreams in one batch; the dreams of generation g are drawn from (seed, g)."""
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
-        gen = dream_generator(dream, seed, generation)
-        if max_changes is None:
-            return play_dreams(dream, controller, candidates, episodes, gen)[0]
-        returns, changes = play_dreams(dream, controller, candidates, episodes, gen, move)
-        return returns * steadiness(changes, max_changes)
+        return play_dreams(dream, controller, candidates, episodes,
+                           dream_generator(dream, seed, generation))[0]  # fmt: skip
 
     return fitness
 
@@ -300,8 +281,7 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash,
                             config.max_pedal)  # fmt: skip
     if config.fitness == "dream":
-        fitness = dream_fitness(dream, controller, config.episodes, config.seed,
-                                config.max_changes, game.move)  # fmt: skip
+        fitness = dream_fitness(dream, controller, config.episodes, config.seed)
     else:
         fitness = real_fitness(run_dir, config, controller)
 
@@ -318,8 +298,6 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
             real, _ = play_episodes(run_dir, jobs, config.workers, controller.spec)
             scores["real"] = float(real.mean())
         scores["score"] = scores["real" if config.eval_real_episodes else "dream"]
-        if config.max_changes is not None and not config.eval_real_episodes:
-            scores["score"] *= float(steadiness(changes, config.max_changes)[0])
         return scores
 
     def save_best(params: np.ndarray, best: dict) -> None:
