@@ -163,6 +163,7 @@ def test_forced_stage_whose_input_is_broken_loses_nothing(smoke_run, tmp_path, c
     ("mdnrnn.dropout=1", "setting 'mdnrnn.dropout' must be >= 0 and < 1, got 1.0"),
     ("mdnrnn.dropout=-0.1", "setting 'mdnrnn.dropout' must be >= 0 and < 1, got -0.1"),
     ("iterate.explore=1.5", "setting 'iterate.explore' must be >= 0 and <= 1, got 1.5"),
+    ("controller.repeat=0", "setting 'controller.repeat' must be >= 1, got 0"),
     ("controller.max_pedal=1.5", "setting 'controller.max_pedal' must be > 0 and <= 1, got 1.5"),
     ("controller.max_pedal=0.5", "setting 'controller.max_pedal' is for CarRacing's pedals; "
                                  "'doom_takecover' has none, got 0.5"),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.agent import Agent
+from worldmodels.agent import Agent, agent_args
 from worldmodels.calibrate import calibrate
 from worldmodels.controller import Controller, squash
 from worldmodels.dream import Dream
@@ -131,6 +131,10 @@ def test_resumed_es_equals_uninterrupted(tmp_path):
     assert resumed["fitness"] == whole["fitness"]
     assert resumed["best"] == whole["best"]
     np.testing.assert_array_equal(saved["a"]["params"], saved["b"]["params"])
+    # a search of other controllers is not resumed: C acting every 8 steps is another C
+    other = ControllerConfig(generations=8, popsize=8, eval_every=2, repeat=8)
+    with pytest.raises(ValueError, match="made with repeat=1, this run has repeat=8; use --force"):
+        evolve(5, fitness, other, tmp_path / "b", evaluate_mean, keep_b)
 
 
 def test_resume_tolerates_rounding_and_refuses_other_candidates(tmp_path):
@@ -212,6 +216,81 @@ def test_changes_of_move_in_the_dream(trained_run):
     # the fitness is the mean return of the same dreams, counted or not
     plain = dream_fitness(dream, c, 3, seed=0)(candidates, 5)
     np.testing.assert_allclose(plain, returns)
+
+
+def test_action_repeat_holds_cs_action_in_the_dream(trained_run):
+    run_dir, _ = trained_run
+    dream = Dream.from_run_dir(run_dir, max_steps=50)
+    c = Controller(dream.obs_size, 1, False, "tanh", repeat=4)
+    assert Controller(**c.spec).repeat == 4
+    assert Controller(**{**c.spec, "repeat": 1}).spec == Controller(dream.obs_size, 1, False,
+                                                                     "tanh").spec  # fmt: skip
+    candidates = np.random.default_rng(2).normal(0, 0.5, (4, c.n_params))
+    returns, changes = play_dreams(dream, c, candidates, 3, torch.Generator().manual_seed(5),
+                                   DoomTakeCover.move)  # fmt: skip
+    # the same dreams, each one's action chosen on its own steps 0, 4, 8, ... and kept
+    params, which = torch.as_tensor(candidates).float(), torch.arange(12) // 3
+    age, kept, moves = [0] * 12, {}, [[] for _ in range(12)]
+
+    def holding(obs, index):
+        rows = []
+        for row, i in enumerate(index.tolist()):
+            if age[i] % 4 == 0:
+                kept[i] = c.act(params[which[i]], obs[row : row + 1])[0]
+            age[i] += 1
+            moves[i].append(DoomTakeCover.move(kept[i][:1]).item())
+            rows.append(kept[i])
+        return torch.stack(rows)
+
+    again, lengths = dream.rollout(holding, 12, torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(returns, again.view(4, 3).mean(1).numpy(), rtol=1e-6)
+    for k in range(4):
+        mine = moves[3 * k : 3 * k + 3]
+        expected = 100 * sum(np.count_nonzero(np.diff(m)) for m in mine) / sum(map(len, mine))
+        assert changes[k] == pytest.approx(expected)
+    assert changes.max() > 0  # the moves do change, on C's steps only:
+    for m in moves:
+        assert all(m[t] == m[t - 1] for t in range(1, len(m)) if t % 4)
+    # and they are other dreams than those of C acting every step
+    plain = Controller(dream.obs_size, 1, False, "tanh")
+    every_step, _ = play_dreams(dream, plain, candidates, 3, torch.Generator().manual_seed(5))
+    assert not np.allclose(every_step, returns)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_action_repeat_must_be_a_whole_number_from_1(bad):
+    with pytest.raises(ValueError, match=f"repeat must be a whole number >= 1, got {bad!r}"):
+        Controller(7, 1, False, "tanh", repeat=bad)
+
+
+def test_action_repeat_holds_cs_action_in_the_game(trained_run):
+    run_dir, _ = trained_run
+    spec = Controller(4 + 2 * 16, 1, False, "tanh", repeat=3).spec
+    params = np.random.default_rng(4).normal(0, 0.5, 4 + 2 * 16).astype(np.float32)
+    given = {}
+    for repeat in (1, 3):
+        vae, mdnrnn = agent_args(run_dir)[2:]
+        agent = Agent("doom_takecover", {"max_steps": 40}, vae, mdnrnn, {**spec, "repeat": repeat})
+        actions, step = [], agent.env.step
+
+        def recording_step(action, actions=actions, step=step):
+            actions.append(float(action[0]))
+            return step(action)
+
+        agent.env.step = recording_step
+        played = agent.play(params, seed=7)
+        assert played["length"] == len(actions) > 8
+        given[repeat] = actions.copy()
+        # exploring without exploration plays the same held actions
+        actions.clear()
+        explored = agent.explore(params, 7, chance=0.0, hold=5, policy={})
+        assert actions == given[repeat]
+        np.testing.assert_allclose(explored["action"][:, 0], actions, rtol=1e-6)
+    held = given[3]
+    assert all(held[t] == held[t - 1] for t in range(1, len(held)) if t % 3)
+    assert len(set(held)) > 1  # C acted again on steps 3, 6, ...
+    assert any(a != b for a, b in zip(given[1], given[1][1:], strict=False))  # unheld: changes
+    assert held[0] == given[1][0]  # the first step is the same choice
 
 
 def test_controller_and_evaluation_end_to_end(trained_run):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from worldmodels.artifacts import load_mdnrnn, load_vae, run_env, run_game
-from worldmodels.controller import Controller, observation, observation_size
+from worldmodels.controller import Controller, held, observation, observation_size
 from worldmodels.envs import get_game, make_env
 from worldmodels.executor import Work, executor
 from worldmodels.mdnrnn import MDNRNN
@@ -51,7 +51,8 @@ class Agent:
 
     @torch.no_grad()
     def play(self, params: np.ndarray | None, seed: int, record: bool = False) -> dict:
-        """One episode; ``params=None`` plays the game's random data policy instead.
+        """One episode; ``params=None`` plays the game's random data policy instead. C acts
+        every ``controller.repeat`` steps and holds its action in between.
 
         With ``record``, also returns ``frames``: real frame | V's reconstruction | the
         frame M predicted for this step (its mixture's mode, decoded), side by side.
@@ -61,7 +62,8 @@ class Agent:
             choose = lambda frame, obs: torch.from_numpy(policy(frame))[None]  # noqa: E731
         else:
             w = torch.tensor(params, dtype=torch.float32)  # a copy
-            choose = lambda frame, obs: self.controller.act(w, obs)  # noqa: E731
+            act = lambda frame, obs: self.controller.act(w, obs)  # noqa: E731
+            choose = held(act, self.controller.repeat)
         frames, predicted = [], None
 
         def keep(frame, mu, logvar, action, h, *outcome) -> None:
@@ -79,10 +81,12 @@ class Agent:
         """One episode of the controller with random exploration, recorded as M's training
         data (the paper's iterative training): at each step, with probability ``chance``,
         the game's data policy (made with the settings ``policy``) takes over for 1 to
-        ``hold`` steps. Returns what the encode stage writes for an episode (V's mu and
-        logvar of every frame, the actions, rewards and ends) and the episode's return."""
+        ``hold`` steps (C acts on every ``repeat``-th of its own steps and holds its action
+        in between). Returns what the encode stage writes for an episode (V's mu and logvar
+        of every frame, the actions, rewards and ends) and the episode's return."""
         rng = np.random.default_rng(seed)
         w = torch.tensor(params, dtype=torch.float32)
+        act = held(lambda obs: self.controller.act(w, obs), self.controller.repeat)
         data_policy, left = None, 0
 
         def choose(frame, obs) -> torch.Tensor:
@@ -91,7 +95,7 @@ class Agent:
                 data_policy = self.game.random_policy(rng, **policy)
                 left = int(rng.integers(1, hold + 1))
             if left == 0:
-                return self.controller.act(w, obs)
+                return act(obs)
             left -= 1
             return torch.from_numpy(np.asarray(data_policy(frame), np.float32))[None]
 

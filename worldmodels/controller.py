@@ -8,11 +8,19 @@ true about pedal levels its data never showed, and a controller evolved in it ca
 to exploit them; ``max_pedal`` keeps C inside the data policy's range (0.5 for
 CarRacing's), in the dream and in the game alike.
 
+With ``repeat`` K > 1, C acts on every K-th step only and its action is held in between
+(action repeat, as in most deep RL on Atari, where the agent acts every 4th frame), in
+the dream and in the game alike. A controller that may change its move at every step can
+learn to jitter between moves in ways the dream rewards and the game does not; one that
+acts every 8th step cannot.
+
 CMA-ES sees a controller as one flat vector ``[W.flatten(), b]``; ``act_batched`` plays
 P such vectors at once, one per dream.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -49,10 +57,18 @@ class Controller:
         bias: Whether there is a bias b.
         squash_kind: ``"tanh"`` or ``"carracing"``.
         max_pedal: The most gas and brake (``"carracing"`` only), in (0, 1].
+        repeat: C acts every ``repeat`` steps and holds its action in between (1: every
+            step, the paper).
     """
 
     def __init__(
-        self, obs_size: int, action_dim: int, bias: bool, squash_kind: str, max_pedal: float = 1.0
+        self,
+        obs_size: int,
+        action_dim: int,
+        bias: bool,
+        squash_kind: str,
+        max_pedal: float = 1.0,
+        repeat: int = 1,
     ) -> None:
         if squash_kind not in SQUASHES:
             raise ValueError(f"squash must be one of {SQUASHES}, got {squash_kind!r}")
@@ -61,17 +77,20 @@ class Controller:
         if max_pedal != 1.0 and squash_kind != "carracing":
             raise ValueError(f"max_pedal is for CarRacing's pedals; squash {squash_kind!r} "
                              f"has none, got max_pedal={max_pedal!r}")  # fmt: skip
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"repeat must be a whole number >= 1, got {repeat!r}")
         self.obs_size, self.action_dim, self.bias, self.squash_kind = (
             obs_size, action_dim, bias, squash_kind,
         )  # fmt: skip
-        self.max_pedal = max_pedal
+        self.max_pedal, self.repeat = max_pedal, repeat
         self.n_params = action_dim * obs_size + (action_dim if bias else 0)
 
     @property
     def spec(self) -> dict:
         """Everything needed to rebuild this controller (stored beside its parameters)."""
         return {"obs_size": self.obs_size, "action_dim": self.action_dim, "bias": self.bias,
-                "squash_kind": self.squash_kind, "max_pedal": self.max_pedal}  # fmt: skip
+                "squash_kind": self.squash_kind, "max_pedal": self.max_pedal,
+                "repeat": self.repeat}  # fmt: skip
 
     def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Flat ``[..., n_params]`` -> (W ``[..., A, obs]``, b ``[..., A]`` or None)."""
@@ -96,3 +115,18 @@ class Controller:
         w, b = self.split(params)  # (P, A, obs), (P, A)
         y = torch.einsum("nao,no->na", w[which], obs)
         return squash(y if b is None else y + b[which], self.squash_kind, self.max_pedal)
+
+
+def held(act: Callable, repeat: int) -> Callable:
+    """``act`` called on the 1st, (repeat + 1)-th, ... call only; the calls in between give
+    its last action again (action repeat in one episode)."""
+    step, action = 0, None
+
+    def choose(*args):
+        nonlocal step, action
+        if step % repeat == 0:
+            action = act(*args)
+        step += 1
+        return action
+
+    return choose

@@ -38,7 +38,8 @@ from worldmodels.envs import get_game
 from worldmodels.files import atomic_path, write_json
 
 FITNESS = ("dream", "real")
-SEARCH_KEYS = ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal")
+SEARCH_KEYS = ("popsize", "sigma0", "seed", "fitness", "episodes", "temperature", "max_pedal",
+               "repeat")  # fmt: skip
 """Settings a resumed search must share with the one it resumes."""
 
 
@@ -50,7 +51,7 @@ class ControllerConfig:
         "fitness": "dream real", "generations": ">= 1", "popsize": ">= 2", "sigma0": "> 0",
         "episodes": ">= 1", "temperature": "> 0", "done": "logit sample", "eval_every": ">= 1",
         "eval_episodes": ">= 1", "eval_real_episodes": ">= 0", "workers": ">= 0",
-        "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1",
+        "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1", "repeat": ">= 1",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
@@ -81,6 +82,9 @@ class ControllerConfig:
     max_pedal: float = 1.0
     """CarRacing: the most gas and brake C can give (its squash scaled to [0, max_pedal]);
     0.5, the data policy's most gas, keeps it where the dream has seen data."""
+    repeat: int = 1
+    """C acts every ``repeat`` steps and holds its action in between (action repeat), in
+    the dream and the game; 1: every step (the paper)."""
     device: str = "cpu"
     """Where the dreams run (cpu or a CUDA device)."""
     seed: int = 0
@@ -208,15 +212,22 @@ def play_dreams(dream: Dream, controller: Controller, candidates: np.ndarray, ep
                 generator: torch.Generator, move: Callable | None = None):  # fmt: skip
     """Each candidate in ``episodes`` dreams, all in one batch: (mean return ``[P]``,
     changes of move per 100 steps ``[P]``, None without ``move``, the game's
-    ``action -> move``)."""
+    ``action -> move``). C acts every ``controller.repeat`` steps and holds its action in
+    between (all dreams of the batch start together, so they act on the same steps)."""
     params = torch.as_tensor(candidates, dtype=torch.float32, device=dream.device)
     n = len(params) * episodes
     which = torch.arange(n, device=dream.device) // episodes
     last = torch.full((n,), torch.nan, device=dream.device)  # each dream's last move
     changes = torch.zeros(n, device=dream.device)
+    actions = torch.zeros(n, controller.action_dim, device=dream.device)  # each dream's last
+    step = 0
 
     def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        action = controller.act_batched(params, which[index], obs)
+        nonlocal step
+        if step % controller.repeat == 0:
+            actions[index] = controller.act_batched(params, which[index], obs)
+        step += 1
+        action = actions[index]
         if move is not None:
             now, before = move(action[:, 0]), last[index]
             changes[index] += (now != before) & ~before.isnan()
@@ -279,7 +290,7 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     dream = Dream.from_run_dir(run_dir, device=config.device, temperature=config.temperature,
                                done=config.done, precision=config.precision)  # fmt: skip
     controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash,
-                            config.max_pedal)  # fmt: skip
+                            config.max_pedal, config.repeat)  # fmt: skip
     if config.fitness == "dream":
         fitness = dream_fitness(dream, controller, config.episodes, config.seed)
     else:
