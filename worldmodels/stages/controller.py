@@ -225,9 +225,10 @@ def play_dreams(dream: Dream, controller: Controller, candidates: np.ndarray, ep
     def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         nonlocal step
         if step % controller.repeat == 0:
-            actions[index] = controller.act_batched(params, which[index], obs)
+            action = actions[index] = controller.act_batched(params, which[index], obs)
+        else:
+            action = actions[index]
         step += 1
-        action = actions[index]
         if move is not None:
             now, before = move(action[:, 0]), last[index]
             changes[index] += (now != before) & ~before.isnan()
