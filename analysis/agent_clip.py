@@ -22,6 +22,7 @@ from PIL import Image
 
 from worldmodels.agent import Agent
 from worldmodels.artifacts import agent_dir
+from worldmodels.controller import held
 from worldmodels.dream_env import DreamEnv
 from worldmodels.stages.controller import load_controller
 
@@ -31,8 +32,10 @@ def dream_frames(run_dir: Path, params: np.ndarray, temperature: float, steps: i
     env = DreamEnv(run_dir, temperature=temperature)
     obs, _ = env.reset(seed=seed)
     w, frames = torch.as_tensor(params, dtype=torch.float32), [env.render()]
+    act = held(lambda obs: controller.act(w, torch.from_numpy(obs)[None])[0].numpy(),
+               controller.repeat)  # fmt: skip
     for _ in range(steps - 1):
-        action = controller.act(w, torch.from_numpy(obs)[None])[0].numpy()
+        action = act(obs)
         obs, _, terminated, truncated, _ = env.step(action)
         frames.append(env.render())
         if terminated or truncated:

@@ -56,9 +56,12 @@ def dream_moves(run_dir: str, dreams: int, temperature: float) -> list[np.ndarra
     w = torch.as_tensor(params[None], dtype=torch.float32)
     generator = torch.Generator().manual_seed(7)
     recorded = []  # per step: (indices of the running dreams, their moves)
+    held = torch.zeros(dreams, controller.action_dim)  # C acts every controller.repeat steps
 
     def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        action = controller.act_batched(w, torch.zeros_like(index), obs)
+        if len(recorded) % controller.repeat == 0:
+            held[index] = controller.act_batched(w, torch.zeros_like(index), obs)
+        action = held[index]
         recorded.append((index.numpy(), DoomTakeCover.move(action.numpy())[:, 0]))
         return action
 
