@@ -11,8 +11,8 @@ CarRacing's), in the dream and in the game alike.
 With ``repeat`` K > 1, C acts on every K-th step only and its action is held in between
 (action repeat, as in most deep RL on Atari, where the agent acts every 4th frame), in
 the dream and in the game alike. A controller that may change its move at every step can
-learn to jitter between moves in ways the dream rewards and the game does not; one that
-acts every 8th step cannot.
+learn to jitter between moves in ways the dream rewards and the game does not; acting
+every 8th step removed such an exploit in DoomTakeCover (docs/results.md).
 
 CMA-ES sees a controller as one flat vector ``[W.flatten(), b]``; ``act_batched`` plays
 P such vectors at once, one per dream.
