@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from worldmodels.agent import Agent
+from worldmodels.controller import held_in_batch
 from worldmodels.dream import Dream
 from worldmodels.envs import DoomTakeCover
 from worldmodels.stages.controller import load_controller
@@ -56,12 +57,11 @@ def dream_moves(run_dir: str, dreams: int, temperature: float) -> list[np.ndarra
     w = torch.as_tensor(params[None], dtype=torch.float32)
     generator = torch.Generator().manual_seed(7)
     recorded = []  # per step: (indices of the running dreams, their moves)
-    held = torch.zeros(dreams, controller.action_dim)  # C acts every controller.repeat steps
+    act = held_in_batch(lambda obs, index: controller.act_batched(w, torch.zeros_like(index), obs),
+                        dreams, controller.action_dim, controller.repeat)  # fmt: skip
 
     def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if len(recorded) % controller.repeat == 0:
-            held[index] = controller.act_batched(w, torch.zeros_like(index), obs)
-        action = held[index]
+        action = act(obs, index)
         recorded.append((index.numpy(), DoomTakeCover.move(action.numpy())[:, 0]))
         return action
 

@@ -130,3 +130,19 @@ def held(act: Callable, repeat: int) -> Callable:
         return action
 
     return choose
+
+
+def held_in_batch(act: Callable, n: int, action_dim: int, repeat: int, device=None) -> Callable:
+    """``held`` for a ``Dream.rollout`` policy ``act(obs, index)`` over n dreams that start
+    together (so all running dreams are on the same step): ``act`` is called on steps 0,
+    repeat, 2 repeat, ...; in between each running dream gets its last action again."""
+    actions, step = torch.zeros(n, action_dim, device=device), 0
+
+    def choose(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        nonlocal step
+        if step % repeat == 0:
+            actions[index] = act(obs, index)
+        step += 1
+        return actions[index]
+
+    return choose

@@ -32,7 +32,7 @@ import torch
 
 from worldmodels.agent import play_episodes
 from worldmodels.artifacts import run_game
-from worldmodels.controller import Controller
+from worldmodels.controller import Controller, held_in_batch
 from worldmodels.dream import Dream
 from worldmodels.envs import get_game
 from worldmodels.files import atomic_path, write_json
@@ -219,16 +219,11 @@ def play_dreams(dream: Dream, controller: Controller, candidates: np.ndarray, ep
     which = torch.arange(n, device=dream.device) // episodes
     last = torch.full((n,), torch.nan, device=dream.device)  # each dream's last move
     changes = torch.zeros(n, device=dream.device)
-    actions = torch.zeros(n, controller.action_dim, device=dream.device)  # each dream's last
-    step = 0
+    act = held_in_batch(lambda obs, index: controller.act_batched(params, which[index], obs),
+                        n, controller.action_dim, controller.repeat, dream.device)  # fmt: skip
 
     def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        nonlocal step
-        if step % controller.repeat == 0:
-            action = actions[index] = controller.act_batched(params, which[index], obs)
-        else:
-            action = actions[index]
-        step += 1
+        action = act(obs, index)
         if move is not None:
             now, before = move(action[:, 0]), last[index]
             changes[index] += (now != before) & ~before.isnan()
