@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from worldmodels.controller import held_in_batch
 from worldmodels.dream import Dream
 from worldmodels.stages.controller import load_controller
 from worldmodels.stages.evaluate import spearman
@@ -43,13 +44,15 @@ def partial_returns(
     """Mean dream return over the first H steps, for each H in ``horizons``."""
     controller, params = load_controller(run_dir)
     w = torch.as_tensor(params[None], dtype=torch.float32)
-    which = torch.zeros(dreams, dtype=torch.long)
+    which, every = torch.zeros(dreams, dtype=torch.long), torch.arange(dreams)
+    act = held_in_batch(lambda obs, index: controller.act_batched(w, which[index], obs),
+                        dreams, controller.action_dim, controller.repeat)  # fmt: skip
     generator = torch.Generator().manual_seed(seed)
     state = dream.reset(dreams, generator)
     running = torch.ones(dreams, dtype=torch.bool)
     rewards = torch.zeros(dreams, max(horizons))
     for t in range(max(horizons)):
-        action = controller.act_batched(w, which, dream.observe(state))
+        action = act(dream.observe(state), every)  # C acts every controller.repeat steps
         state, reward, terminated, truncated = dream.step(state, action, generator)
         rewards[:, t] = reward * running
         running &= ~(terminated | truncated)
