@@ -17,7 +17,6 @@ import argparse
 import numpy as np
 import torch
 
-from worldmodels.controller import held_in_batch
 from worldmodels.dream import Dream
 from worldmodels.stages.controller import load_controller
 
@@ -25,9 +24,7 @@ from worldmodels.stages.controller import load_controller
 def pedals(dream: Dream, run_dir: str, dreams: int, seed: int) -> dict:
     controller, params = load_controller(run_dir)
     w = torch.as_tensor(params[None], dtype=torch.float32)
-    which, actions = torch.zeros(dreams, dtype=torch.long), []
-    act = held_in_batch(lambda obs, index: controller.act_batched(w, which[index], obs),
-                        dreams, controller.action_dim, controller.repeat)  # fmt: skip
+    act, actions = controller.dream_policy(w, torch.zeros(dreams, dtype=torch.long)), []
 
     def policy(obs, index):
         actions.append(act(obs, index))

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from worldmodels.agent import Agent
-from worldmodels.controller import held_in_batch
 from worldmodels.dream import Dream
 from worldmodels.envs import DoomTakeCover
 from worldmodels.stages.controller import load_controller
@@ -57,8 +56,7 @@ def dream_moves(run_dir: str, dreams: int, temperature: float) -> list[np.ndarra
     w = torch.as_tensor(params[None], dtype=torch.float32)
     generator = torch.Generator().manual_seed(7)
     recorded = []  # per step: (indices of the running dreams, their moves)
-    act = held_in_batch(lambda obs, index: controller.act_batched(w, torch.zeros_like(index), obs),
-                        dreams, controller.action_dim, controller.repeat)  # fmt: skip
+    act = controller.dream_policy(w, torch.zeros(dreams, dtype=torch.long))
 
     def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         action = act(obs, index)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from worldmodels.controller import held_in_batch
 from worldmodels.dream import Dream
 from worldmodels.stages.controller import load_controller
 from worldmodels.stages.evaluate import spearman
@@ -44,9 +43,8 @@ def partial_returns(
     """Mean dream return over the first H steps, for each H in ``horizons``."""
     controller, params = load_controller(run_dir)
     w = torch.as_tensor(params[None], dtype=torch.float32)
-    which, every = torch.zeros(dreams, dtype=torch.long), torch.arange(dreams)
-    act = held_in_batch(lambda obs, index: controller.act_batched(w, which[index], obs),
-                        dreams, controller.action_dim, controller.repeat)  # fmt: skip
+    every = torch.arange(dreams)
+    act = controller.dream_policy(w, torch.zeros(dreams, dtype=torch.long))
     generator = torch.Generator().manual_seed(seed)
     state = dream.reset(dreams, generator)
     running = torch.ones(dreams, dtype=torch.bool)

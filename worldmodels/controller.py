@@ -116,6 +116,22 @@ class Controller:
         y = torch.einsum("nao,no->na", w[which], obs)
         return squash(y if b is None else y + b[which], self.squash_kind, self.max_pedal)
 
+    def dream_policy(self, params: torch.Tensor, which: torch.Tensor) -> Callable:
+        """A ``Dream.rollout`` policy for ``len(which)`` dreams that start together (so all
+        running dreams are on the same step): dream i is played by ``params[which[i]]``,
+        which acts on steps 0, repeat, 2 repeat, ...; in between each running dream gets
+        its last action again (``held`` for a batch of dreams)."""
+        actions, step = torch.zeros(len(which), self.action_dim, device=which.device), 0
+
+        def choose(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            nonlocal step
+            if step % self.repeat == 0:
+                actions[index] = self.act_batched(params, which[index], obs)
+            step += 1
+            return actions[index]
+
+        return choose
+
 
 def held(act: Callable, repeat: int) -> Callable:
     """``act`` called on the 1st, (repeat + 1)-th, ... call only; the calls in between give
@@ -128,21 +144,5 @@ def held(act: Callable, repeat: int) -> Callable:
             action = act(*args)
         step += 1
         return action
-
-    return choose
-
-
-def held_in_batch(act: Callable, n: int, action_dim: int, repeat: int, device=None) -> Callable:
-    """``held`` for a ``Dream.rollout`` policy ``act(obs, index)`` over n dreams that start
-    together (so all running dreams are on the same step): ``act`` is called on steps 0,
-    repeat, 2 repeat, ...; in between each running dream gets its last action again."""
-    actions, step = torch.zeros(n, action_dim, device=device), 0
-
-    def choose(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        nonlocal step
-        if step % repeat == 0:
-            actions[index] = act(obs, index)
-        step += 1
-        return actions[index]
 
     return choose

@@ -32,7 +32,7 @@ import torch
 
 from worldmodels.agent import play_episodes
 from worldmodels.artifacts import run_game
-from worldmodels.controller import Controller, held_in_batch
+from worldmodels.controller import Controller
 from worldmodels.dream import Dream
 from worldmodels.envs import get_game
 from worldmodels.files import atomic_path, write_json
@@ -219,8 +219,7 @@ def play_dreams(dream: Dream, controller: Controller, candidates: np.ndarray, ep
     which = torch.arange(n, device=dream.device) // episodes
     last = torch.full((n,), torch.nan, device=dream.device)  # each dream's last move
     changes = torch.zeros(n, device=dream.device)
-    act = held_in_batch(lambda obs, index: controller.act_batched(params, which[index], obs),
-                        n, controller.action_dim, controller.repeat, dream.device)  # fmt: skip
+    act = controller.dream_policy(params, which)  # C acts every controller.repeat steps
 
     def policy(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         action = act(obs, index)
