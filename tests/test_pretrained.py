@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from commands import cli
+from commands import SMOKE, cli
 from safetensors.torch import load_file, save_file
 
 from worldmodels.artifacts import load_mdnrnn, load_vae
@@ -118,6 +118,20 @@ def test_unpack_never_overwrites_a_trained_run(exported):
         unpack(folder, run_dir)
     assert (run_dir / "vae" / "ckpt.pt").read_bytes() == before
     assert torch.load(run_dir / "vae" / "ckpt.pt", weights_only=True)["optimizer"] is not None
+
+
+def test_an_unpacked_agent_is_no_data_to_train_m_on(exported, tmp_path):
+    out = tmp_path / "out"
+    unpack(exported[1], out)
+    before = (out / "mdnrnn" / "ckpt.pt").read_bytes()
+    result = cli("mdnrnn", SMOKE, f"run_dir={out}", "--force")
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message
+    expected = ("latents/000000.npz has no action, reward, terminated: it holds a dream "
+                "start only, as in a run directory unpacked from a pretrained agent")  # fmt: skip
+    assert expected in message
+    assert (out / "mdnrnn" / "ckpt.pt").read_bytes() == before  # the forced M put back
 
 
 def test_shipped_agents_match_their_manifests(tmp_path):

@@ -90,6 +90,8 @@ def load_latents(
     episodes = []
     for path in sorted(latents.glob("*.npz")):
         with np.load(path, allow_pickle=False) as npz:
+            if missing := [key for key in keys if key not in npz.files]:
+                raise ValueError(f"{path} has no {', '.join(missing)}: {_holds(npz.files)}")
             episode = {key: npz[key][:1] if first_step_only else npz[key] for key in keys}
         if episode["mu"].shape[1] != z_size:
             raise ValueError(f"{path} has z_size {episode['mu'].shape[1]}, meta.json {z_size}")
@@ -98,3 +100,10 @@ def load_latents(
     if not episodes:
         raise FileNotFoundError(f"no encoded episodes in {latents}")
     return episodes, z_size
+
+
+def _holds(keys: list[str]) -> str:
+    if set(keys) == {"mu", "logvar"}:  # what ``pretrained.unpack`` writes
+        return ("it holds a dream start only, as in a run directory unpacked from a "
+                "pretrained agent; train on a run that collected and encoded episodes")  # fmt: skip
+    return f"it holds {', '.join(sorted(keys))}"
