@@ -103,6 +103,7 @@ def load_latents(
 
 
 def _holds(keys: list[str]) -> str:
+    """What a latents file with these keys holds, for an error message."""
     if set(keys) == {"mu", "logvar"}:  # what ``pretrained.unpack`` writes
         return ("it holds a dream start only, as in a run directory unpacked from a "
                 "pretrained agent; train on a run that collected and encoded episodes")  # fmt: skip
