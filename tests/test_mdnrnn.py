@@ -350,6 +350,36 @@ def test_the_dream_ends_where_the_runs_real_episodes_were_capped(trained_run, tm
     assert Dream.from_run_dir(copy, max_steps=3).max_steps == 3  # an explicit cap wins
 
 
+def test_a_dream_from_a_later_step_starts_where_m_stood_beside_the_real_episode(trained_run):
+    run_dir, _ = trained_run
+    start = 20
+    episodes, _ = load_latents(run_dir)
+    reaching = [e for e in episodes if len(e["mu"]) > start]
+    assert 0 < len(reaching) < len(episodes)  # the short episodes cannot start a dream
+    dream = Dream.from_run_dir(run_dir, start=start, max_steps=30)
+    assert len(dream.initial_mu) == len(reaching)
+    for i, e in enumerate(reaching):  # M over the episode's first 20 real steps, one by one
+        h = c = torch.zeros(1, 1, dream.hidden_size)
+        with torch.no_grad():
+            for t in range(start):
+                z, a = (torch.from_numpy(e[k][t])[None, None] for k in ("mu", "action"))
+                _, (h, c) = dream.mdnrnn.states(z, a, torch.tensor([[t == 0]]), (h, c))
+        torch.testing.assert_close(dream.initial_h[i], h[0, 0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(dream.initial_c[i], c[0, 0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(dream.initial_mu[i], torch.from_numpy(e["mu"][start]))
+    state = dream.reset(16, torch.Generator().manual_seed(1))
+    assert state.t.tolist() == [start] * 16
+    gap = (state.h[:, None] - dream.initial_h[None]).abs().amax(-1)  # [16, E]
+    assert gap.min(1).values.max() == 0  # every dream's h is one episode's warmed-up h
+    with torch.no_grad():  # a done head that never fires: the dream ends at the same cap
+        dream.mdnrnn.done.weight.zero_()
+        dream.mdnrnn.done.bias.fill_(-1e4)
+    _, lengths = dream.rollout(lambda obs, i: torch.zeros(len(i), 1), 8)
+    assert lengths.tolist() == [30 - start] * 8
+    with pytest.raises(ValueError, match="no episode in .*latents reaches step 40"):
+        Dream.from_run_dir(run_dir, start=40)
+
+
 def test_bad_action_shape_names_both(trained_run):
     run_dir, _ = trained_run
     env = gym.make("worldmodels/Dream-v0", run_dir=run_dir)

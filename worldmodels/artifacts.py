@@ -78,10 +78,10 @@ def _load_model(run_dir, stage: str, cls, device):
 
 
 def load_latents(
-    run_dir: str | os.PathLike, keys: tuple[str, ...] = LATENT_KEYS, first_step_only: bool = False
+    run_dir: str | os.PathLike, keys: tuple[str, ...] = LATENT_KEYS, steps: int | None = None
 ) -> tuple[list[dict], int]:
     """(episodes, z_size): the encoded episodes' ``keys`` in memory (about 0.5 KB per step),
-    or only each episode's first step (what a dream starts from)."""
+    or only each episode's first ``steps`` steps (what a dream starts from)."""
     latents = Path(run_dir) / "latents"
     meta_path = latents / "meta.json"
     if not meta_path.exists():
@@ -92,7 +92,7 @@ def load_latents(
         with np.load(path, allow_pickle=False) as npz:
             if missing := [key for key in keys if key not in npz.files]:
                 raise ValueError(f"{path} has no {', '.join(missing)}: {_holds(npz.files)}")
-            episode = {key: npz[key][:1] if first_step_only else npz[key] for key in keys}
+            episode = {key: npz[key][:steps] for key in keys}
         if episode["mu"].shape[1] != z_size:
             raise ValueError(f"{path} has z_size {episode['mu'].shape[1]}, meta.json {z_size}")
         episode["index"] = int(path.stem)

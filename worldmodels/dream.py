@@ -63,6 +63,10 @@ class Dream:
         obs_c: Include the LSTM cell c in the observation ([z, c, h], Doom in the paper).
         precision: ``"float32"`` or ``"bfloat16"`` (M's weights cast once to bf16 for its
             matmuls; states and sampling stay float32). See benchmarks/dream.py.
+        initial_state: ``(h, c)``, each ``[E, H]``: M's LSTM state at the initial frames
+            (None: zeros, a dream from an episode's first frame).
+        start: The step of the real episodes the initial frames are at (the dream's step
+            count starts there, so it ends at the same cap).
     """
 
     def __init__(
@@ -76,6 +80,8 @@ class Dream:
         survival: bool = True,
         obs_c: bool = True,
         precision: str = "float32",
+        initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
     ) -> None:
         if done not in DONE_MODES:
             raise ValueError(f"done must be one of {DONE_MODES}, got {done!r}")
@@ -96,36 +102,49 @@ class Dream:
         self.device = next(mdnrnn.parameters()).device
         self.initial_mu = initial_mu.to(self.device)
         self.initial_sigma = (0.5 * initial_logvar).exp().to(self.device)
+        if initial_state is None:
+            zeros = torch.zeros(len(initial_mu), mdnrnn.hidden_size)
+            initial_state = (zeros, zeros)
+        self.initial_h, self.initial_c = (x.float().to(self.device) for x in initial_state)
+        self.start = start
         self.z_size, self.hidden_size = mdnrnn.z_size, mdnrnn.hidden_size
         self.action_dim = mdnrnn.action_dim
         self.obs_size = observation_size(self.z_size, self.hidden_size, obs_c)
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu", **kwargs) -> Dream:
-        """The dream of a run directory: its M, its latents' first frames, its game's rules,
-        and the step cap its real episodes were played with (``collect.env.max_steps``)."""
+    def from_run_dir(
+        cls, run_dir: str | os.PathLike, device: str = "cpu", start: int = 0, **kwargs
+    ) -> Dream:
+        """The dream of a run directory: its M, its latents' frames at step ``start`` (0:
+        the first frames; later, M's state warmed up on the real steps before it), its
+        game's rules, and the step cap its real episodes were played with
+        (``collect.env.max_steps``)."""
         run_dir = Path(run_dir)
         game = get_game(run_game(run_dir))
         mdnrnn = load_mdnrnn(run_dir, torch.device(device))
-        episodes, z_size = load_latents(run_dir, ("mu", "logvar"), first_step_only=True)
+        keys = ("mu", "logvar", "action") if start else ("mu", "logvar")
+        episodes, z_size = load_latents(run_dir, keys, steps=start + 1)
         if z_size != mdnrnn.z_size:
             raise ValueError(
                 f"{run_dir / 'latents'} has z_size={z_size} but the MDN-RNN "
                 f"{run_dir / 'mdnrnn' / 'ckpt.pt'} has z_size={mdnrnn.z_size}"
             )
-        mu = torch.from_numpy(np.stack([e["mu"][0] for e in episodes]))
-        logvar = torch.from_numpy(np.stack([e["logvar"][0] for e in episodes]))
+        episodes = [e for e in episodes if len(e["mu"]) > start]
+        if not episodes:
+            raise ValueError(f"no episode in {run_dir / 'latents'} reaches step {start}")
+        mu = torch.from_numpy(np.stack([e["mu"][start] for e in episodes]))
+        logvar = torch.from_numpy(np.stack([e["logvar"][start] for e in episodes]))
         max_steps = run_env(run_dir).get("max_steps", game.max_steps)
         defaults = dict(max_steps=max_steps, survival=game.survival, obs_c=game.survival)
-        return cls(mdnrnn, mu, logvar, **{**defaults, **kwargs})
+        state = warm_up(mdnrnn, episodes, start) if start else None
+        return cls(mdnrnn, mu, logvar, initial_state=state, start=start, **{**defaults, **kwargs})
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> DreamState:
         pick = torch.randint(len(self.initial_mu), (n,), generator=generator, device=self.device)
         noise = torch.randn(n, self.z_size, generator=generator, device=self.device)
         z = self.initial_mu[pick] + self.initial_sigma[pick] * noise
-        zeros = torch.zeros(n, self.hidden_size, device=self.device)
-        t = torch.zeros(n, dtype=torch.long, device=self.device)
-        return DreamState(z, zeros, zeros.clone(), t)
+        t = torch.full((n,), self.start, dtype=torch.long, device=self.device)
+        return DreamState(z, self.initial_h[pick], self.initial_c[pick], t)
 
     def observe(self, state: DreamState) -> torch.Tensor:
         """The controller's input, ``[n, obs_size]``: [z, c, h] or [z, h]."""
@@ -185,3 +204,15 @@ class Dream:
             if not running.all():
                 state, alive = state.select(running), alive[running]
         return returns, lengths
+
+
+@torch.no_grad()
+def warm_up(mdnrnn: MDNRNN, episodes: list[dict], start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """M's LSTM state ``(h, c)``, each ``[E, H]``, after the first ``start`` real steps of
+    each episode (z = V's mean and the recorded actions, as M runs beside the real game)."""
+    z = torch.from_numpy(np.stack([e["mu"][:start] for e in episodes]))
+    action = torch.from_numpy(np.stack([e["action"][:start] for e in episodes]).astype(np.float32))
+    restart = torch.zeros(z.shape[:2])
+    restart[:, 0] = 1.0
+    _, (h, c) = mdnrnn.states(z, action, restart)
+    return h[0].float(), c[0].float()

@@ -254,13 +254,13 @@ class DrivingPolicy:
         self.left -= 1
         self.noise += -0.15 * self.noise + 0.3 * self.rng.normal()
         steer = self.noise
-        road_cols = _road_columns(frame)
+        road_cols = road_columns(frame)
         if self.follow and road_cols.size:
             steer = (road_cols.mean() - FRAME_SIZE / 2) * self.gain + 0.3 * self.noise
         return np.array([np.clip(steer, -1, 1), self.gas, self.brake], dtype=np.float32)
 
 
-def _road_columns(frame: np.ndarray) -> np.ndarray:
+def road_columns(frame: np.ndarray) -> np.ndarray:
     """Columns of the grey road pixels in the band just ahead of the car (rows 28-45)."""
     band = frame[28:46].astype(np.int16)
     r, g = band[..., 0], band[..., 1]

@@ -80,7 +80,7 @@ def export(run_dir: str | os.PathLike, folder: str | os.PathLike) -> dict:
     run_dir, folder, agent = Path(run_dir), Path(folder), agent_dir(run_dir)
     vae, mdnrnn = load_vae(agent), load_mdnrnn(agent)
     controller, params = load_controller(agent)
-    episodes, _ = load_latents(agent, ("mu", "logvar"), first_step_only=True)
+    episodes, _ = load_latents(agent, ("mu", "logvar"), steps=1)
     tensors = {
         "vae.safetensors": vae.state_dict(),
         "mdnrnn.safetensors": mdnrnn.state_dict(),

@@ -52,6 +52,7 @@ class ControllerConfig:
         "episodes": ">= 1", "temperature": "> 0", "done": "logit sample", "eval_every": ">= 1",
         "eval_episodes": ">= 1", "eval_real_episodes": ">= 0", "workers": ">= 0",
         "precision": "float32 bfloat16", "max_pedal": "> 0, <= 1", "repeat": ">= 1",
+        "dream_start": ">= 0",
     }  # fmt: skip
     """Allowed values, checked before any stage runs (see ``config.check_limits``)."""
 
@@ -85,6 +86,9 @@ class ControllerConfig:
     repeat: int = 1
     """C acts every ``repeat`` steps and holds its action in between (action repeat), in
     the dream and the game; 1: every step (the paper)."""
+    dream_start: int = 0
+    """The step of the stored episodes the dreams start from, M's state warmed up on the
+    real steps before it (0: their first frames, the paper)."""
     device: str = "cpu"
     """Where the dreams run (cpu or a CUDA device)."""
     seed: int = 0
@@ -282,8 +286,9 @@ def train_controller(config: ControllerConfig, run_dir: str | os.PathLike) -> di
     run_dir, out = Path(run_dir), Path(run_dir) / "controller"
     game_name = run_game(run_dir)
     game = get_game(game_name)
-    dream = Dream.from_run_dir(run_dir, device=config.device, temperature=config.temperature,
-                               done=config.done, precision=config.precision)  # fmt: skip
+    dream = Dream.from_run_dir(run_dir, device=config.device, start=config.dream_start,
+                               temperature=config.temperature, done=config.done,
+                               precision=config.precision)  # fmt: skip
     controller = Controller(dream.obs_size, game.action_dim, game.controller_bias, game.squash,
                             config.max_pedal, config.repeat)  # fmt: skip
     if config.fitness == "dream":
