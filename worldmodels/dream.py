@@ -2,7 +2,8 @@
 the dream"), stepping any number of dreams as one batched tensor computation.
 
 ``Dream`` is the core: reset draws z_0 from the first frames of stored episodes (z
-sampled from their mu / log-variance, LSTM state zero); a step feeds [z_t, a_t] to the
+sampled from their mu / log-variance, LSTM state zero), or from a later step with M's
+state warmed up on the real steps before it (``start``); a step feeds [z_t, a_t] to the
 LSTM and draws z_{t+1} from the mixture at temperature tau (logits / tau, noise *
 sqrt(tau)), M's heads seeing the new hidden state through dropout if M was trained
 with it (``MDNRNN.drop``); the episode ends when the done logit is > 0 (or, with
@@ -55,7 +56,7 @@ class Dream:
 
     Args:
         mdnrnn: The trained M.
-        initial_mu, initial_logvar: ``[E, Z]``, the first frame of each stored episode.
+        initial_mu, initial_logvar: ``[E, Z]``, each stored episode's frame at ``start``.
         temperature: tau (the paper's best for Doom: 1.15).
         done: ``"logit"`` (ends when the logit > 0, as the paper) or ``"sample"``.
         max_steps: Step cap (truncation).
