@@ -211,9 +211,10 @@ class Dream:
 def warm_up(mdnrnn: MDNRNN, episodes: list[dict], start: int) -> tuple[torch.Tensor, torch.Tensor]:
     """M's LSTM state ``(h, c)``, each ``[E, H]``, after the first ``start`` real steps of
     each episode (z = V's mean and the recorded actions, as M runs beside the real game)."""
-    z = torch.from_numpy(np.stack([e["mu"][:start] for e in episodes]))
-    action = torch.from_numpy(np.stack([e["action"][:start] for e in episodes]).astype(np.float32))
-    restart = torch.zeros(z.shape[:2])
+    device = next(mdnrnn.parameters()).device
+    z = torch.from_numpy(np.stack([e["mu"][:start] for e in episodes])).to(device)
+    action = np.stack([e["action"][:start] for e in episodes]).astype(np.float32)
+    restart = torch.zeros(z.shape[:2], device=device)
     restart[:, 0] = 1.0
-    _, (h, c) = mdnrnn.states(z, action, restart)
+    _, (h, c) = mdnrnn.states(z, torch.from_numpy(action).to(device), restart)
     return h[0].float(), c[0].float()
