@@ -9,16 +9,18 @@ RUN_DIR's M and prints, per controller:
   the grass (no wheel on a road tile), gas and |steer|; the real reward per step on the
   grass and on the road, and what M's reward head predicted for the same steps (teacher
   forcing: M follows the real z and actions);
-- dream (tau 1.0, M's own dropout): return and the share of steps on the grass, judged
-  from the frames V decodes from the dreamt z, with the predicted reward per step on
-  the grass and on the road.
+- dream (tau 1.0, M's own dropout; from the stored episodes' first frames, or from step
+  ``--start`` with M's state warmed up on the steps before it): return and the share of
+  steps on the grass, judged from the frames V decodes from the dreamt z, with the
+  predicted reward per step on the grass and on the road;
+- the share on the grass by step (1-25, 26-50, ... 501-1,000) in the game and the dream.
 
 "On the grass" in a frame: most pixels around the car (rows 46-60, columns 26-38 of
 the 64x64 frame, the car's own pixels excluded) are green. The script prints how often
 that rule agrees with the game's wheels, on the real frames and on V's reconstructions,
 so the dream's figure can be read with its error.
 
-    python analysis/carracing_grass.py RUN_DIR CKPT [CKPT ...] [--tracks 10] [--dreams 64]
+    python analysis/carracing_grass.py RUN_DIR CKPT [CKPT ...] [--tracks 10] [--start 50]
 """
 
 from __future__ import annotations
@@ -42,10 +44,9 @@ def on_grass(frames: np.ndarray) -> np.ndarray:
     """Which frames ``[..., 64, 64, 3]`` (0-255) show the car on the grass."""
     rgb = frames.astype(np.int16)
     green = rgb[..., 1] - rgb[..., 0] > 40
-    mask = np.ones(frames.shape[-3:-1], bool)
+    mask = np.zeros(frames.shape[-3:-1], bool)
+    mask[AROUND_CAR] = True
     mask[CAR] = False
-    mask[: AROUND_CAR[0].start] = mask[AROUND_CAR[0].stop :] = False
-    mask[:, : AROUND_CAR[1].start] = mask[:, AROUND_CAR[1].stop :] = False
     return green[..., mask].mean(-1) > 0.5
 
 
