@@ -20,6 +20,7 @@ import torch
 from worldmodels.artifacts import load_vae
 from worldmodels.controller import Controller
 from worldmodels.dream import Dream
+from worldmodels.vae import to_frames
 
 STEPS = (0, 10, 25, 50, 100, 150, 200, 300)
 
@@ -35,8 +36,7 @@ def panel(dream: Dream, vae, controller: Controller, w: torch.Tensor, n: int, se
         zs.append(state.z)
     rows = []
     for i in range(n):
-        frames = vae.decode(torch.stack([zs[s][i] for s in STEPS]))
-        frames = frames.permute(0, 2, 3, 1).mul(255).round().byte().numpy()
+        frames = to_frames(vae.decode(torch.stack([zs[s][i] for s in STEPS])))
         rows.append(np.concatenate([np.pad(f, ((1, 1), (1, 1), (0, 0)), constant_values=255)
                                     for f in frames], 1))  # fmt: skip
     return np.concatenate(rows, 0)

@@ -34,6 +34,7 @@ from worldmodels.agent import Agent
 from worldmodels.controller import held
 from worldmodels.dream import Dream
 from worldmodels.stages.controller import episode_seeds
+from worldmodels.vae import to_frames
 
 AROUND_CAR = (slice(46, 61), slice(26, 39))
 CAR = (slice(48, 60), slice(29, 35))
@@ -52,7 +53,7 @@ def on_grass(frames: np.ndarray) -> np.ndarray:
 
 def decode(vae, z: torch.Tensor, batch: int = 1024) -> np.ndarray:
     frames = [vae.decode(z[i : i + batch]) for i in range(0, len(z), batch)]
-    return torch.cat(frames).permute(0, 2, 3, 1).mul(255).round().byte().numpy()
+    return to_frames(torch.cat(frames))
 
 
 def split(values: np.ndarray, grass: np.ndarray) -> str:

@@ -22,6 +22,7 @@ import torch
 from worldmodels.artifacts import load_vae
 from worldmodels.dream import Dream
 from worldmodels.envs import CarRacing, DrivingPolicy, road_columns
+from worldmodels.vae import to_frames
 
 STEERING = (-1.0, 0.0, 1.0)
 GAS = 0.3
@@ -50,16 +51,13 @@ def real_shift(steer: float, steps: int, start: int, tracks: int) -> float:
 
 @torch.no_grad()
 def dream_shift(dream: Dream, vae, steer: float, steps: int, n: int, seed: int) -> float:
-    def frames(z):
-        return vae.decode(z).permute(0, 2, 3, 1).mul(255).round().byte().numpy()
-
     generator = torch.Generator().manual_seed(seed)
     state = dream.reset(n, generator)
-    before = road_centre(frames(state.z))
+    before = road_centre(to_frames(vae.decode(state.z)))
     action = torch.tensor([[steer, GAS, 0.0]]).repeat(n, 1)
     for _ in range(steps):
         state, *_ = dream.step(state, action, generator)
-    return float(np.nanmean(road_centre(frames(state.z)) - before))
+    return float(np.nanmean(road_centre(to_frames(vae.decode(state.z))) - before))
 
 
 def main() -> None:

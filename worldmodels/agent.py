@@ -17,7 +17,7 @@ from worldmodels.controller import Controller, held, observation, observation_si
 from worldmodels.envs import get_game, make_env
 from worldmodels.executor import Work, executor
 from worldmodels.mdnrnn import MDNRNN
-from worldmodels.vae import ConvVAE, to_input
+from worldmodels.vae import ConvVAE, to_frames, to_input
 
 
 class Agent:
@@ -139,7 +139,7 @@ class Agent:
         return np.concatenate([frame, recon, dream], 1)
 
     def _decode(self, z: torch.Tensor) -> np.ndarray:
-        return self.vae.decode(z)[0].permute(1, 2, 0).mul(255).round().byte().numpy()
+        return to_frames(self.vae.decode(z))[0]
 
 
 def agent_args(run_dir) -> tuple:

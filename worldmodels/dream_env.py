@@ -23,6 +23,7 @@ from gymnasium.vector.utils import batch_space
 
 from worldmodels.artifacts import load_vae
 from worldmodels.dream import Dream, DreamState
+from worldmodels.vae import to_frames
 
 
 def _set_up(env, run_dir, temperature, done, max_steps, render_mode, device) -> None:
@@ -66,8 +67,7 @@ class _Renderer:
                     f"the VAE of {self.run_dir} has z_size={self.vae.z_size}, "
                     f"the MDN-RNN's dreams have z_size={z.shape[-1]}"
                 )
-        frames = self.vae.decode(z.to(self.device)).permute(0, 2, 3, 1)  # (n, 64, 64, 3)
-        return frames.mul(255).round().byte().cpu().numpy()
+        return to_frames(self.vae.decode(z.to(self.device)))  # (n, 64, 64, 3)
 
 
 class DreamEnv(gym.Env):

@@ -12,6 +12,7 @@ floored at ``kl_tolerance * z_size`` nats ("free bits"), both averaged over the 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,3 +82,9 @@ class ConvVAE(nn.Module):
 def to_input(frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames ``[B, 64, 64, 3]`` -> float ``[B, 3, 64, 64]`` in [0, 1]."""
     return frames.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_frames(x: torch.Tensor) -> np.ndarray:
+    """V's output ``[B, 3, 64, 64]`` in [0, 1] -> uint8 frames ``[B, 64, 64, 3]`` (numpy),
+    the inverse of ``to_input``."""
+    return x.permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()

@@ -39,7 +39,7 @@ from worldmodels.runtime import (
     seed_everything,
 )
 from worldmodels.train import fit
-from worldmodels.vae import ConvVAE, to_input
+from worldmodels.vae import ConvVAE, to_frames, to_input
 
 
 @dataclass
@@ -141,7 +141,7 @@ def danger_recall(model: ConvVAE, frames: np.ndarray, danger) -> dict:
     model.eval()
     device = next(model.parameters()).device
     mu, _ = model.encode(to_input(torch.from_numpy(frames).to(device)))
-    recon = model.decode(mu).permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()
+    recon = to_frames(model.decode(mu))
     real, drawn = danger(frames), danger(recon)
     both = int((real & drawn).sum())
     return {"recall": both / max(int(real.sum()), 1), "precision": both / max(int(drawn.sum()), 1),
@@ -196,7 +196,7 @@ def save_reconstructions(model: ConvVAE, frames: np.ndarray, path: Path) -> None
     model.eval()
     device = next(model.parameters()).device
     mu, _ = model.encode(to_input(torch.from_numpy(frames).to(device)))
-    recon = model.decode(mu).permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()
+    recon = to_frames(model.decode(mu))
     grid = np.concatenate([np.concatenate(list(frames), 1), np.concatenate(list(recon), 1)], 0)
     grid = cv2.resize(grid, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
     with atomic_path(path) as tmp:
