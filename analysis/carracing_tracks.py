@@ -95,7 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     path = Path(args.results or Path(args.run_dir) / "evaluate" / "results.json")
+    if not path.is_file():
+        parser.error(f"{path}: no such file (give --results, an evaluate stage's results.json)")
     results = json.loads(path.read_text())
+    if "seeds" not in results or "scores" not in results.get("real", {}):
+        parser.error(f"{path}: no 'seeds' and 'real.scores': not an evaluate stage's results")
     scores, seeds = np.array(results["real"]["scores"]), results["seeds"]
     worst = np.argsort(scores, kind="stable")[: args.worst]
     for n, ckpt_path in enumerate(args.ckpts):
