@@ -65,37 +65,45 @@ def split(values: np.ndarray, grass: np.ndarray) -> str:
 
 @torch.no_grad()
 def real(agent: Agent, w: torch.Tensor, seeds: list[int]) -> dict:
-    keys = ("grass", "speed", "gas", "steer", "reward", "predicted", "mu", "rule", "step")
-    rec = {k: [] for k in keys}
-    rows = []
-    for seed in seeds:
-        rows.append(real_track(agent, w, seed, rec))
-    out = {k: np.array(v) for k, v in rec.items() if k != "mu"}
-    out["rule_recon"] = on_grass(decode(agent.vae, torch.stack(rec["mu"])))
-    out["return"], out["tiles"] = np.array(rows).T
+    keys = ("grass", "speed", "gas", "steer", "reward", "predicted")
+    tracks = [play_track(agent, w, seed) for seed in seeds]
+    out = {k: np.concatenate([track[k] for track in tracks]) for k in keys}
+    out["rule"] = np.concatenate([on_grass(track.pop("frame")) for track in tracks])
+    out["rule_recon"] = on_grass(decode(agent.vae, torch.cat([t["mu"] for t in tracks])))
+    out["step"] = np.concatenate([np.arange(1, len(track["grass"]) + 1) for track in tracks])
+    out["return"] = np.array([track["return"] for track in tracks])
+    out["tiles"] = np.array([track["tiles"][-1] / track["n_tiles"] for track in tracks])
     return out
 
 
-def real_track(agent: Agent, w: torch.Tensor, seed: int, rec: dict) -> tuple[float, float]:
-    """Play one track, appending each step's measures to ``rec``: (return, tiles)."""
+def play_track(agent: Agent, w: torch.Tensor, seed: int) -> dict:
+    """Play one real track with controller ``w``: its return and number of tiles, and per
+    step whether the car is on the grass (no wheel on a road tile), its speed and position,
+    the tiles visited so far, gas, |steer|, the real reward and M's prediction of it, V's
+    mu and the frame."""
     env, mdnrnn, controller = agent.env.unwrapped, agent.mdnrnn, agent.controller
     act = held(lambda obs: controller.act(w, obs), controller.repeat)
-    start = len(rec["step"])
+    keys = ("grass", "speed", "xy", "tiles", "gas", "steer", "reward", "predicted", "mu", "frame")
+    rec = {k: [] for k in keys}
 
     def on_step(frame, mu, logvar, action, h, reward, *_):
         v = env.car.hull.linearVelocity
         rec["grass"].append(all(len(wheel.tiles) == 0 for wheel in env.car.wheels))
         rec["speed"].append(float(np.hypot(v[0], v[1])))
+        rec["xy"].append(tuple(env.car.hull.position))
+        rec["tiles"].append(env.tile_visited_count)
         rec["gas"].append(float(action[0, 1]))
         rec["steer"].append(abs(float(action[0, 0])))
         rec["reward"].append(reward)
         rec["predicted"].append(float(mdnrnn.heads(h)[2][0]))
         rec["mu"].append(mu[0])
-        rec["rule"].append(bool(on_grass(frame)))
-        rec["step"].append(len(rec["step"]) - start + 1)
+        rec["frame"].append(frame)
 
     total, _ = agent._episode(seed, lambda frame, obs: act(obs), on_step)
-    return total, env.tile_visited_count / len(env.track)
+    out = {k: np.array(v) for k, v in rec.items() if k != "mu"}
+    out["mu"] = torch.stack(rec["mu"])
+    out["return"], out["n_tiles"] = total, len(env.track)
+    return out
 
 
 @torch.no_grad()

@@ -24,32 +24,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from carracing_grass import play_track
 
 from worldmodels.agent import Agent
-from worldmodels.controller import held
 
 
 def play(agent: Agent, w: torch.Tensor, seed: int) -> dict:
-    """One real track: return, and per step the tiles visited so far, whether the car is
-    on the grass, its speed and position, M's predicted reward and the frame."""
-    env, controller = agent.env.unwrapped, agent.controller
-    act = held(lambda obs: controller.act(w, obs), controller.repeat)
-    rec = {"tiles": [], "grass": [], "speed": [], "xy": [], "predicted": [], "frame": []}
-
-    def on_step(frame, mu, logvar, action, h, *_):
-        v = env.car.hull.linearVelocity
-        rec["tiles"].append(env.tile_visited_count)
-        rec["grass"].append(all(len(wheel.tiles) == 0 for wheel in env.car.wheels))
-        rec["speed"].append(float(np.hypot(v[0], v[1])))
-        rec["xy"].append(tuple(env.car.hull.position))
-        rec["predicted"].append(float(agent.mdnrnn.heads(h)[2][0]))
-        rec["frame"].append(frame)
-
-    total, _ = agent._episode(seed, lambda frame, obs: act(obs), on_step)
-    out = {k: np.array(v) for k, v in rec.items()}
-    centres = np.array([(x, y) for *_, x, y in env.track])
+    """One real track (``carracing_grass.play_track``), with the index of the track tile
+    nearest the car at each step."""
+    out = play_track(agent, w, seed)
+    centres = np.array([(x, y) for *_, x, y in agent.env.unwrapped.track])
     out["nearest"] = np.argmin(((out["xy"][:, None] - centres[None]) ** 2).sum(-1), 1)
-    out["return"], out["n_tiles"] = total, len(env.track)
     return out
 
 
