@@ -1,7 +1,7 @@
 """Does the Doom dream tell blind policies apart as the real game does?
 
 The calibration (stage ``calibrate``) compares two policies, no-op and the random data
-policy. This script widens the check to six blind DoomTakeCover policies and prints
+policy. This script widens the check to seven blind DoomTakeCover policies and prints
 their mean survival in the real game and in the run's dream (by both done rules, at
 temperatures 1.0 and 1.15), each dream mean also as a ratio to the real one. A faithful
 dream keeps the real game's order; a dream that rewards, say, holding one direction more
@@ -10,7 +10,8 @@ than the game does invites the controller to learn exactly that.
     python analysis/doom_dream_policies.py runs/doom_laptop --episodes 60 --dreams 400
 
 Policies (action in [-1, 1]; the game moves left below -1/3 and right above 1/3):
-``noop`` 0; ``right`` +1; ``sweep20`` +1 and -1 in turns of 20 steps; ``step_uniform`` a
+``noop`` 0; ``right`` +1; ``sweep20`` +1 and -1 in turns of 20 steps; ``sweep100`` the
+same in turns of 100 steps (about the best blind sweep in the game); ``step_uniform`` a
 new uniform action every step; ``random`` the data policy, uniform held for 1-10 steps;
 ``random_snapped`` the data policy with each action snapped to -1, 0 or +1 as the game
 reads it: the same moves in the game, so a dream that has learnt the game's thresholds
@@ -42,15 +43,23 @@ class Right(NoOp):
         return torch.ones(len(index), 1)
 
 
-class Sweep20:
-    """+1 for 20 steps, then -1 for 20, and so on (the first turn is 19 steps)."""
+class Sweep:
+    """+1 for ``period`` steps, then -1 for ``period``, and so on; ``Sweep.every(k)`` is
+    the class of period k."""
+
+    period = 20
 
     def __init__(self, n: int, low, high, rng=None):
         self.t = torch.zeros(n, dtype=torch.long)
 
     def __call__(self, obs, index: torch.Tensor) -> torch.Tensor:
+        turn = (self.t[index] // self.period) % 2
         self.t[index] += 1
-        return torch.where((self.t[index] // 20) % 2 == 0, 1.0, -1.0).unsqueeze(1)
+        return torch.where(turn == 0, 1.0, -1.0).unsqueeze(1)
+
+    @classmethod
+    def every(cls, period: int) -> type:
+        return type(f"Sweep{period}", (cls,), {"period": period})
 
 
 class StepUniform:
@@ -69,7 +78,8 @@ class Snapped(HeldUniform):
 POLICIES = {
     "noop": NoOp,
     "right": Right,
-    "sweep20": Sweep20,
+    "sweep20": Sweep.every(20),
+    "sweep100": Sweep.every(100),
     "step_uniform": StepUniform,
     "random": HeldUniform,
     "random_snapped": Snapped,

@@ -11,7 +11,7 @@ played N episodes each in both worlds, with fixed seeds; by default two:
 A blind policy is a class made as ``Policy(n, low, high, rng)`` for n dreams (one real
 episode: n = 1; ``rng`` a numpy Generator) whose instances map ``(obs, index)`` to
 actions ``[len(index), A]``,
-as ``Dream.rollout`` asks; ``analysis/doom_dream_policies.py`` brings six. The mean
+as ``Dream.rollout`` asks; ``analysis/doom_dream_policies.py`` brings seven. The mean
 episode lengths (and returns) of both worlds go to calibration/results.json (stage
 ``calibrate``).
 """
