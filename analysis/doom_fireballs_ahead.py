@@ -130,6 +130,12 @@ def main() -> None:
           f"{np.abs(apply(w_column, z_test[on]) - col_test[on]).mean():.1f} on average "
           f"(columns vary by {col_test[on].std():.1f})")  # fmt: skip
 
+    # the same probe fitted on V's mean z, which C reads in the game
+    mu, mu_test = (np.concatenate([e["mu"] for e in es]) for es in (train, test))
+    w_mean = ridge(mu[close], column[close])
+    off_mean = np.abs(apply(w_mean, mu_test[on]) - col_test[on])
+    print(f"on V's mean z (what C reads in the game): its column off by {off_mean.mean():.1f}")
+
     dream = Dream.from_run_dir(args.run_dir, temperature=args.temperature)
     states = teacher_forced(dream, test)
     print(f"\nM dreams k steps from the real state at t, recorded actions, tau "
