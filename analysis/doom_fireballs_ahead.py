@@ -144,6 +144,7 @@ def main() -> None:
           f"by: dream (where one is at t) | V's z at t + k | V's z at t, where one is | "
           f"mean column |\n"
           "|---|---|---|---|---|---|---|")  # fmt: skip
+    per_move = []
     for k in args.ahead:
         points = [(i, t) for i, e in enumerate(test) for t in range(len(e["mu"]) - k)
                   if not np.isnan(e["column"][t + k])]  # fmt: skip
@@ -160,6 +161,21 @@ def main() -> None:
         print(f"| {k} | {len(points)} | {shown.mean():.2f} | {off[shown].mean():.1f} "
               f"({off[both].mean():.1f}) | {real.mean():.1f} | {persist:.1f} "
               f"({has.mean():.2f} of starts) | {constant.mean():.1f} |")  # fmt: skip
+        moves = np.array([DoomTakeCover.move(test[i]["action"][t : t + k, 0]).sum()
+                          for i, t in points])  # fmt: skip
+        for label, where in [("moved one way most of the k steps", np.abs(moves) >= k / 2),
+                             ("did not", np.abs(moves) < k / 2)]:  # fmt: skip
+            sel = has & where
+            if k > 1 and sel.any():
+                picked = both & np.repeat(where, args.samples)
+                per_move.append(f"| {k} | {label} | {sel.sum()} | {off[picked].mean():.1f} | "
+                                f"{np.abs(before[sel] - truth[sel]).mean():.1f} |")  # fmt: skip
+    if per_move:
+        print(
+            "\nStarts with a close fireball at t, by the player's recorded moves over the k "
+            "steps: column off by\n\n| k | the player | starts | dream | kept where it was "
+            "|\n|---|---|---|---|---|\n" + "\n".join(per_move)
+        )
 
 
 if __name__ == "__main__":
