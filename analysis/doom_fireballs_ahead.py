@@ -27,7 +27,8 @@ import torch
 from worldmodels.artifacts import load_latents
 from worldmodels.dream import Dream, DreamState
 from worldmodels.envs import DoomTakeCover
-from worldmodels.rollouts import episode_path, held_out, read_episode
+from worldmodels.rollouts import episode_path, read_episode, split_held_out
+from worldmodels.train import load_checkpoint
 
 CLOSE = 50  # fireball pixels of a close fireball
 
@@ -102,14 +103,12 @@ def main() -> None:
     for e in latents:  # z drawn from V's posterior, once per frame
         noise = rng.standard_normal(e["mu"].shape, dtype=np.float32)
         e["z"] = e["mu"].astype(np.float32) + np.exp(e["logvar"] / 2) * noise
-    val_every = 20  # the held-out split of V and M
-    train, test = [], []
-    for e in latents:
+    val_every = load_checkpoint(f"{args.run_dir}/mdnrnn/ckpt.pt", "MDNRNN")["config"]["val_every"]
+    train, test = split_held_out(latents, val_every)  # M was not trained on test
+    train = [e for e in train if e["index"] % args.train_every == 0]
+    for e in train + test:  # only these episodes' frames are read
         obs = read_episode(episode_path(f"{args.run_dir}/rollouts", e["index"]))["obs"]
-        if held_out(e["index"], val_every):
-            test.append(e | {"column": fireball_columns(obs)})
-        elif e["index"] % args.train_every == 0:
-            train.append(e | {"column": fireball_columns(obs)})
+        e["column"] = fireball_columns(obs)
     z = np.concatenate([e["z"] for e in train])
     column = np.concatenate([e["column"] for e in train])
     close = ~np.isnan(column)
