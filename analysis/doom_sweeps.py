@@ -24,7 +24,7 @@ import torch
 from doom_dream_policies import GAME, Sweep
 
 from worldmodels.artifacts import read_results, run_env
-from worldmodels.calibrate import dream_lengths
+from worldmodels.calibrate import dream_lengths, play_blind
 from worldmodels.dream import Dream
 from worldmodels.envs import HeldUniform, make_env
 from worldmodels.executor import Work, executor
@@ -42,13 +42,7 @@ def name(period: int) -> str:
 def play_on_seed(env, job: tuple[int, int]) -> float:
     """Return of ``blind(period)`` in the game's episode of ``seed``: job (period, seed)."""
     period, seed = job
-    env.reset(seed=seed)
-    act, only = blind(period)(1, [-1.0], [1.0], np.random.default_rng(seed)), np.zeros(1, int)
-    total, done = 0.0, False
-    while not done:
-        _, reward, terminated, truncated, _ = env.step(act(None, only)[0].numpy())
-        total, done = total + reward, terminated or truncated
-    return total
+    return play_blind(env, blind(period), seed, np.random.default_rng(seed))[1]
 
 
 def real_returns(run_dir: str, periods: list[int], seeds: list[int], workers) -> list:

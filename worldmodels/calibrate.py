@@ -81,10 +81,16 @@ def real_lengths_of(
 
 def _play_blind(env, job: tuple) -> tuple[int, float]:
     policy, seed, i = job
-    low, high = _bounds(env.action_space)
     rng = np.random.default_rng([seed, i])
-    env.reset(seed=int(rng.integers(2**31)))
-    act = policy(1, low, high, np.random.default_rng(int(rng.integers(2**62))))
+    env_seed = int(rng.integers(2**31))
+    return play_blind(env, policy, env_seed, np.random.default_rng(int(rng.integers(2**62))))
+
+
+def play_blind(env, policy: type, env_seed: int, rng: np.random.Generator) -> tuple[int, float]:
+    """(length, return) of blind ``policy`` (made with ``rng``) in the episode of ``env_seed``."""
+    low, high = _bounds(env.action_space)
+    env.reset(seed=env_seed)
+    act = policy(1, low, high, rng)
     total, steps, done, only = 0.0, 0, False, torch.zeros(1, dtype=torch.long)
     while not done:
         _, reward, terminated, truncated, _ = env.step(act(None, only)[0].numpy())
